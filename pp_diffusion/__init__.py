@@ -1,0 +1,1 @@
+"""pp_diffusion: probabilistic programming with diffusion-model priors."""

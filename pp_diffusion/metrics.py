@@ -1,0 +1,30 @@
+"""Sample-based distances used to score samplers against exact draws."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["sliced_wasserstein"]
+
+
+def sliced_wasserstein(rng_key, x, y, num_directions: int = 1000, p: int = 1):
+    """Sliced p-Wasserstein distance between two sample sets of shape (n, d) and (m, d).
+
+    .. math::  SW_p(\\mu, \\nu) = \\Big(E_{\\theta \\sim U(S^{d-1})} W_p^p(\\theta_\\# \\mu, \\theta_\\# \\nu)\\Big)^{1/p}
+
+    One-dimensional distances are computed between the empirical quantile functions on a common
+    grid of max(n, m) levels, so sets of different sizes can be compared.
+    """
+    x = jnp.asarray(x).reshape(x.shape[0], -1)
+    y = jnp.asarray(y).reshape(y.shape[0], -1)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    theta = jax.random.normal(rng_key, (x.shape[1], num_directions))
+    theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
+    px = jnp.sort(x @ theta, axis=0)
+    py = jnp.sort(y @ theta, axis=0)
+    levels = (jnp.arange(max(x.shape[0], y.shape[0])) + 0.5) / max(x.shape[0], y.shape[0])
+    qx = jnp.quantile(px, levels, axis=0, method="inverted_cdf")
+    qy = jnp.quantile(py, levels, axis=0, method="inverted_cdf")
+    return jnp.mean(jnp.abs(qx - qy) ** p) ** (1.0 / p)
