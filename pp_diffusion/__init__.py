@@ -1,1 +1,19 @@
-"""pp_diffusion: probabilistic programming with diffusion-model priors."""
+"""pp_diffusion: probabilistic programming with diffusion-model priors.
+
+A trained diffusion model becomes the prior of a latent variable in an ordinary NumPyro
+program (``numpyro.sample("x", DiffusionPrior(model))``); :func:`infer` samples the program
+with a sampler value and returns an ArviZ ``DataTree``.
+"""
+
+from pp_diffusion import diagnostics as diagnostics
+from pp_diffusion import integrators as integrators
+from pp_diffusion import metrics as metrics
+from pp_diffusion import parameterization as parameterization
+from pp_diffusion import schedules as schedules
+from pp_diffusion._infer import infer as infer
+from pp_diffusion.gmm import GaussianMixture as GaussianMixture
+from pp_diffusion.model import DiffusionModel as DiffusionModel
+from pp_diffusion.prior import DiffusionPrior as DiffusionPrior
+from pp_diffusion.samplers import Sampler as Sampler, SamplerOutput as SamplerOutput, iid as iid
+
+__version__ = "0.1.0"

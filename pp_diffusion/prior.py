@@ -1,0 +1,144 @@
+"""`DiffusionPrior`: the reverse diffusion chain as a NumPyro distribution over x_0.
+
+``numpyro.sample("x", DiffusionPrior(model, steps=100))`` makes a trained diffusion model the
+prior of a latent variable. ``sample`` runs the reverse chain x_T -> x_0 in one ``lax.scan``
+with particles on a batch axis; ``log_prob`` is available only where the model carries an exact
+data density (the Gaussian mixture); otherwise conditioning goes through the samplers of
+:mod:`pp_diffusion.smc`, :mod:`pp_diffusion.guidance` and friends, which never need it.
+
+:meth:`DiffusionPrior.chain_program` shows the same chain as a NumPyro program with one sample
+site per step (x_T, then the scanned site ``x`` with a leading step axis, then x_0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.contrib.control_flow import scan
+from numpyro.distributions import constraints
+
+from pp_diffusion.integrators import Integrator, ddim, ddim_transition, integrate
+from pp_diffusion.model import DiffusionModel
+from pp_diffusion.schedules import as_grid
+
+__all__ = ["DiffusionPrior"]
+
+
+class DiffusionPrior(dist.Distribution):
+    """The distribution of x_0 under the reverse chain of a diffusion model.
+
+    Parameters
+    ----------
+    model
+        A :class:`~pp_diffusion.DiffusionModel`.
+    steps
+        Number of reverse transitions (network evaluations per sample for one-step integrators).
+    grid
+        The time grid: ``None`` (uniform in t), a grid function such as
+        :func:`pp_diffusion.schedules.uniform_log_snr`, or an explicit decreasing array of
+        ``steps + 1`` times from 1 to 0.
+    eta
+        Stochasticity of the DDIM-family transitions (1: DDPM ancestral, the default; 0:
+        deterministic DDIM). Conditioning samplers use these Gaussian kernels.
+    integrator
+        Optional :class:`~pp_diffusion.integrators.Integrator` (e.g. ``integrators.unipc()``)
+        used by :meth:`sample` instead of DDIM(eta); give either this or ``eta``.
+
+    Notes
+    -----
+    The chain starts from x_T ~ N(0, sigma_1^2 I), the standard Gaussian approximation of the
+    noisiest marginal (exact in the limit alpha_1 -> 0).
+    """
+
+    arg_constraints = {}
+    pytree_aux_fields = ("model", "times", "integrator", "eta", "steps")
+
+    def __init__(self, model: DiffusionModel, steps: int = 100, *, grid=None, eta: float | None = None,
+                 integrator: Integrator | None = None, validate_args=None):
+        if not isinstance(model, DiffusionModel):
+            raise TypeError(f"model must be a pp_diffusion.DiffusionModel, got {type(model).__name__}")
+        if integrator is not None and eta is not None:
+            raise ValueError("give either eta (for the DDIM-family chain) or integrator, not both")
+        if integrator is not None and not isinstance(integrator, Integrator):
+            raise TypeError(f"integrator must be a pp_diffusion.integrators.Integrator, got {type(integrator).__name__}")
+        self.model = model
+        self.times = as_grid(model.schedule, steps, grid)
+        self.steps = int(steps)
+        self.eta = None if integrator is not None else (1.0 if eta is None else float(eta))
+        self.integrator = integrator if integrator is not None else ddim(self.eta)
+        super().__init__(batch_shape=(), event_shape=model.event_shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False)
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sample."""
+        return self.steps * self.integrator.nfe_per_step
+
+    def initial_noise(self, rng_key, num_samples: int):
+        """x_T ~ N(0, sigma_1^2 I), shape ``(num_samples, *event_shape)``."""
+        sigma_T = self.model.schedule.sigma(self.times[0])
+        return sigma_T * jax.random.normal(rng_key, (num_samples, *self.event_shape))
+
+    def sample(self, key, sample_shape=()):
+        num = math.prod(sample_shape)
+        k_init, k_chain = jax.random.split(key)
+        x_T = self.initial_noise(k_init, num)
+        keys = jax.random.split(k_chain, num)
+        run = lambda k, x: integrate(k, self.integrator, self.model, x, self.times)[0]
+        x_0 = jax.vmap(run)(keys, x_T)
+        return x_0.reshape(tuple(sample_shape) + self.event_shape)
+
+    def log_prob(self, value):
+        data = self.model.data_distribution
+        if data is None or not hasattr(data, "log_prob"):
+            raise NotImplementedError(
+                f"DiffusionPrior.log_prob needs an exact data density, and model {self.model.name!r} has "
+                "none. Condition with a sampler that never evaluates it instead: pp_diffusion.infer with "
+                "pp_diffusion.smc (bootstrap, twisted, fk_steering, svdd, mcgdiff) or pp_diffusion.guidance.dps."
+            )
+        flat = jnp.reshape(value, jnp.shape(value)[: jnp.ndim(value) - len(self.event_shape)] + (-1,))
+        return data.log_prob(flat)
+
+    def chain_program(self):
+        """The reverse chain as a NumPyro program: sample sites ``x_T``, ``x`` (stacked over the
+        first ``steps - 1`` transitions by ``numpyro.contrib.control_flow.scan``) and ``x_0``.
+
+        DDIM-family chains have Gaussian sites (``Delta`` when eta = 0); other integrators show
+        their deterministic steps as ``Delta`` sites.
+        """
+        event_dims = len(self.event_shape)
+        model, times, eta, integrator = self.model, self.times, self.eta, self.integrator
+
+        def kernel(state, t, s):
+            if eta is not None:
+                mean, std, _ = ddim_transition(model, state.x, t, s, eta)
+                return mean, std
+            state, _ = integrator.step(numpyro.prng_key(), state, model, t, s)
+            return state, None
+
+        def program():
+            sigma_T = model.schedule.sigma(times[0])
+            x_T = numpyro.sample("x_T", dist.Normal(jnp.zeros(self.event_shape), sigma_T).to_event(event_dims))
+
+            def body(state, ts):
+                t, s = ts
+                out, std = kernel(state, t, s)
+                if eta is not None and eta > 0:
+                    x = numpyro.sample("x", dist.Normal(out, std).to_event(event_dims))
+                else:
+                    x = numpyro.sample("x", dist.Delta(out if eta is not None else out.x, event_dim=event_dims))
+                new = state._replace(x=x) if eta is not None else out._replace(x=x)
+                return new, x
+
+            state, _ = scan(body, integrator.init(x_T), (times[:-2], times[1:-1]))
+            last, _ = kernel(state, times[-2], times[-1])
+            return numpyro.sample("x_0", dist.Delta(last if eta is not None else last.x, event_dim=event_dims))
+
+        return program

@@ -1,0 +1,88 @@
+"""The sampler interface that `pp_diffusion.infer` runs, and the unconditional sampler `iid`.
+
+A sampler is a value (:class:`Sampler`) built by a function such as :func:`iid` or
+``pp_diffusion.smc.twisted(...)``; its ``run(rng_key, program, info, data)`` does one
+independent run and returns a :class:`SamplerOutput` of arrays. ``infer`` vmaps it over chains,
+jits the whole, and converts the result to ArviZ.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+
+__all__ = ["Sampler", "SamplerOutput", "iid"]
+
+
+class SamplerOutput(NamedTuple):
+    """One run's arrays.
+
+    posterior
+        ``{site: (draws, *site_shape)}`` equally weighted draws.
+    sample_stats
+        ``{name: (draws, ...)}`` per-draw statistics.
+    run_stats
+        ``{name: array}`` per-run statistics (log-evidence, ESS per step, ...); their extra
+        dimensions are named by :attr:`Sampler.stat_dims`.
+    """
+
+    posterior: dict[str, jax.Array]
+    sample_stats: dict[str, jax.Array]
+    run_stats: dict[str, jax.Array]
+
+
+class Sampler(NamedTuple):
+    """A sampling method with its settings fixed.
+
+    name
+        Short name, stored in the DataTree's attributes.
+    settings
+        ``{setting: value}`` also stored there.
+    run
+        ``run(rng_key, program, info, data) -> SamplerOutput`` for one independent run; ``info``
+        is the :class:`~pp_diffusion.program.ProgramInfo` of the program.
+    stat_dims
+        ``{stat: (dim, ...)}`` names of the non-chain dimensions of ``run_stats`` entries.
+    conditions
+        Whether the sampler conditions on observed sites (``False``: it draws from the prior and
+        ``infer`` refuses programs that observe anything).
+    """
+
+    name: str
+    settings: dict[str, Any]
+    run: Callable
+    stat_dims: dict[str, tuple[str, ...]] = {}
+    conditions: bool = True
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def iid(num_samples: int = 1000) -> Sampler:
+    """Independent draws of the whole program from its prior (no conditioning).
+
+    The diffusion site runs its :class:`~pp_diffusion.DiffusionPrior`'s own chain; every
+    other site is drawn from its distribution given them, as ``numpyro.infer.Predictive``
+    does. ``sample_stats.nfe`` is the number of network evaluations behind each draw.
+    """
+    _check_positive_int(num_samples, "num_samples")
+
+    def run(rng_key, program, info, data):
+        def one(key):
+            trace = handlers.trace(handlers.seed(program, key)).get_trace(**data)
+            return {
+                name: site["value"] for name, site in trace.items()
+                if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False)
+            }
+
+        draws = jax.vmap(one)(jax.random.split(rng_key, num_samples))
+        nfe = jnp.full((num_samples,), info.prior.nfe, dtype=jnp.int32)
+        return SamplerOutput(draws, {"nfe": nfe}, {})
+
+    return Sampler("iid", {"num_samples": num_samples}, run, {}, conditions=False)
