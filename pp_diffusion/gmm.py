@@ -74,7 +74,10 @@ class GaussianMixture(eqx.Module):
             if not np.allclose(cov, np.swapaxes(cov, 1, 2), atol=1e-8 * max(1.0, np.abs(cov).max())):
                 raise ValueError("covariances must be symmetric")
             vals, vecs = np.linalg.eigh(cov)
-            vals = np.where(vals < 0, np.maximum(vals, 0.0), vals)
+            # Round-off can make the eigenvalues of a singular PSD matrix slightly negative;
+            # anything beyond that is a real negative eigenvalue (checked below, not clipped away).
+            tol = 1e-8 * max(1.0, np.abs(cov).max())
+            vals = np.where((vals < 0) & (vals >= -tol), 0.0, vals)
         else:
             raise ValueError(
                 f"covariances must have shape ({k},), ({k}, {d}) or ({k}, {d}, {d}), got {cov.shape}"
@@ -180,7 +183,15 @@ class GaussianMixture(eqx.Module):
             raise ValueError(
                 f"noise_cov must be a scalar, ({A.shape[0]},) or ({A.shape[0]}, {A.shape[0]}), got {noise.shape}"
             )
-        C = np.asarray(self.covariances(), dtype=np.float64)
+        # Rebuild the covariances in float64 from the stored factors (not via the float32
+        # covariances()): a singular direction then stays singular in the posterior to ~1e-16,
+        # instead of picking up a spurious variance of float32 round-off (~1e-7 * scale).
+        vals = np.asarray(self.eigvals, dtype=np.float64)
+        if self.eigvecs is None:
+            C = vals[:, :, None] * np.eye(self.dim)
+        else:
+            Q = np.asarray(self.eigvecs, dtype=np.float64)
+            C = np.einsum("kij,kj,klj->kil", Q, vals, Q)
         mu = np.asarray(self.means, dtype=np.float64)
         S = np.einsum("ij,kjl,ml->kim", A, C, A) + noise  # (K, dy, dy)
         resid = y - mu @ A.T  # (K, dy)
@@ -202,7 +213,7 @@ class GaussianMixture(eqx.Module):
         A, C, mu, S, resid, log_lik = self._observation_terms(A, y, noise_cov)
         gain = np.einsum("kij,lj,klm->kim", C, A, np.linalg.inv(S))  # C A^T S^-1, (K, d, dy)
         post_mu = mu + np.einsum("kim,km->ki", gain, resid)
-        post_C = C - np.einsum("kim,lm,kln->kin", gain, A, C)
+        post_C = C - np.einsum("kim,ml,kln->kin", gain, A, C)
         post_C = 0.5 * (post_C + np.swapaxes(post_C, 1, 2))
         lw = np.asarray(self.log_weights, dtype=np.float64) + log_lik
         w = np.exp(lw - lw.max())

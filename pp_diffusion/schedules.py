@@ -103,9 +103,13 @@ class VPCosine(_VP):
     t_max: float = 0.9946
 
     def log_alpha(self, t):
-        t = jnp.asarray(t) * self.t_max
-        f = lambda u: jnp.log(jnp.cos((u + self.s) / (1 + self.s) * jnp.pi / 2))
-        return f(t) - f(0.0)
+        # log(cos(u + b) / cos(b)) with u = a t t_max, b = a s, a = pi / (2 (1 + s)). Written with
+        # cos(u + b) - cos(b) = -2 sin(u/2 + b) sin(u/2) and log1p: the difference of two logs of
+        # numbers near 1 loses all float32 precision near t = 0 (log-SNR not monotone there).
+        a = jnp.pi / (2 * (1 + self.s))
+        u = jnp.asarray(t) * self.t_max * a
+        b = self.s * a
+        return jnp.log1p(-2.0 * jnp.sin(0.5 * u + b) * jnp.sin(0.5 * u) / jnp.cos(b))
 
 
 class DiscreteVP(_VP):
@@ -266,6 +270,7 @@ Grid = Callable[[Schedule, int], jnp.ndarray]
 
 def as_grid(schedule: Schedule, steps: int, grid: Grid | ArrayLike | None) -> jnp.ndarray:
     """Resolve ``grid`` (a grid function, an explicit array of times, or None = uniform t) and check it."""
+    steps = _check_steps(steps)
     if grid is None:
         times = uniform_t(schedule, steps)
     elif callable(grid):
