@@ -1,0 +1,235 @@
+"""Plots of two-dimensional draws and reverse-diffusion trajectories.
+
+Every function builds its own :class:`matplotlib.figure.Figure` (or draws into the ``ax`` it is
+given) and returns the figure; nothing touches ``matplotlib.pyplot`` or any other global state, so
+the functions work under any backend and in threads. Save with ``fig.savefig(path)``; in Jupyter
+the returned figure displays itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+__all__ = ["density_grid", "plot_samples_2d", "plot_trajectories_2d"]
+
+
+def _axes(ax, figsize):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _points(draws, name: str) -> np.ndarray:
+    """Flatten ``(..., 2)`` draws (chains, draws, ...) to ``(n, 2)``."""
+    pts = np.asarray(draws, dtype=float)
+    if pts.ndim < 2 or pts.shape[-1] != 2:
+        raise ValueError(f"{name} must have shape (..., 2) (two-dimensional points), got {pts.shape}")
+    return pts.reshape(-1, 2)
+
+
+def _log_density_fn(density) -> Callable[[np.ndarray], Any]:
+    if density is None:
+        return None
+    fn = getattr(density, "log_prob", density)
+    if not callable(fn):
+        raise TypeError(
+            "density must be a callable log_prob(points) -> log densities or an object with a "
+            f"log_prob method (e.g. a pp_diffusion.GaussianMixture), got {type(density).__name__}"
+        )
+    return fn
+
+
+def _extent(points: np.ndarray, pad: float = 0.1) -> tuple[float, float, float, float]:
+    """A square-ish box around the central 99.8 % of ``points`` with ``pad`` relative margin."""
+    lo = np.nanpercentile(points, 0.1, axis=0)
+    hi = np.nanpercentile(points, 99.9, axis=0)
+    span = np.maximum(hi - lo, 1e-6).max()
+    mid = 0.5 * (lo + hi)
+    half = 0.5 * span * (1 + 2 * pad)
+    return (mid[0] - half, mid[0] + half, mid[1] - half, mid[1] + half)
+
+
+def density_grid(density, extent, resolution: int = 200):
+    """Evaluate a two-dimensional log density on a regular grid.
+
+    Parameters
+    ----------
+    density : callable or object with ``log_prob``
+        ``log_prob(points)`` mapping an ``(n, 2)`` array to ``(n,)`` log densities, for example
+        a :class:`~pp_diffusion.GaussianMixture` or its ``log_prob`` method.
+    extent : tuple of float
+        ``(xmin, xmax, ymin, ymax)``.
+    resolution : int, default 200
+        Number of grid points along each axis.
+
+    Returns
+    -------
+    xs, ys : numpy.ndarray
+        ``(resolution,)`` grid coordinates.
+    log_density : numpy.ndarray
+        ``(resolution, resolution)`` log densities, rows indexed by ``ys``.
+    """
+    fn = _log_density_fn(density)
+    xmin, xmax, ymin, ymax = extent
+    xs = np.linspace(xmin, xmax, resolution)
+    ys = np.linspace(ymin, ymax, resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    pts = np.stack([gx.ravel(), gy.ravel()], axis=-1).astype(np.float32)
+    return xs, ys, np.asarray(fn(pts), dtype=float).reshape(gx.shape)
+
+
+def _draw_density(ax, density, extent, resolution, filled: bool) -> Line2D:
+    """Contours of ``density`` at the 1, 2 and 3 sigma-equivalent levels below its maximum (on
+    top of everything, so points do not hide them); returns a legend handle for them."""
+    xs, ys, logp = density_grid(density, extent, resolution)
+    top = np.nanmax(logp)
+    levels = top - 0.5 * np.array([3.0, 2.0, 1.0]) ** 2  # increasing, as contour needs
+    if filled:
+        ax.contourf(xs, ys, np.exp(logp - top), levels=12, cmap="Blues", alpha=0.5, zorder=0)
+    ax.contour(xs, ys, logp, levels=levels, colors="k", linestyles="solid",
+               linewidths=(0.5, 0.7, 0.9), alpha=0.8, zorder=5)
+    return Line2D([], [], color="k", linewidth=0.8, label="density: 1, 2, 3 sd contours")
+
+
+def plot_samples_2d(
+    draws,
+    density=None,
+    *,
+    reference=None,
+    extent=None,
+    ax=None,
+    title: str | None = None,
+    resolution: int = 200,
+    max_points: int = 5000,
+    figsize=(5.5, 5.0),
+) -> Figure:
+    """Scatter two-dimensional draws over the contours of a density.
+
+    Parameters
+    ----------
+    draws : array_like
+        ``(..., 2)`` points; leading axes (chains, draws) are flattened.
+    density : callable or object with ``log_prob``, optional
+        The density to draw under the points, e.g. the exact
+        :class:`~pp_diffusion.GaussianMixture`; shown filled, with contour lines at the levels
+        1, 2 and 3 "standard deviations" below its maximum (log-density drops of 0.5, 2, 4.5).
+    reference : array_like, optional
+        ``(..., 2)`` exact draws to show faintly for comparison.
+    extent : tuple of float, optional
+        ``(xmin, xmax, ymin, ymax)``; by default a box around the draws.
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    title : str, optional
+        Axes title.
+    resolution : int, default 200
+        Grid points per axis for the density.
+    max_points : int, default 5000
+        Show at most this many draws (the first ones), to keep the figure light.
+    figsize : tuple of float, default (5.5, 5.0)
+        Size of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure holding the axes.
+    """
+    pts = _points(draws, "draws")
+    fig, ax = _axes(ax, figsize)
+    extent = _extent(pts) if extent is None else tuple(extent)
+    handles = []
+    if density is not None:
+        handles.append(_draw_density(ax, density, extent, resolution, filled=True))
+    if reference is not None:
+        ref = _points(reference, "reference")[:max_points]
+        handles.append(ax.scatter(ref[:, 0], ref[:, 1], s=4, c="0.5", alpha=0.35, linewidths=0,
+                                  label="reference", zorder=2))
+    shown = pts[:max_points]
+    handles.append(ax.scatter(shown[:, 0], shown[:, 1], s=5, c="C3", alpha=0.6, linewidths=0,
+                              label=f"draws (n={len(pts)})", zorder=3))
+    ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+    if title:
+        ax.set_title(title)
+    ax.legend(handles=handles, loc="upper right", fontsize="small", markerscale=2.5, framealpha=0.9)
+    return fig
+
+
+def plot_trajectories_2d(
+    trajectories,
+    times=None,
+    density=None,
+    *,
+    extent=None,
+    ax=None,
+    title: str | None = None,
+    cmap: str = "viridis",
+    resolution: int = 200,
+    figsize=(6.0, 5.0),
+) -> Figure:
+    """Reverse-diffusion trajectories x_T -> x_0 of a few two-dimensional samples.
+
+    Parameters
+    ----------
+    trajectories : array_like
+        ``(num_samples, num_times, 2)`` states along the reverse chain, noise first.
+    times : array_like, optional
+        ``(num_times,)`` diffusion times of the states (1 = noise, 0 = data), used to colour
+        the paths; by default the step index.
+    density : callable or object with ``log_prob``, optional
+        Data density whose contours are drawn underneath (lines only).
+    extent : tuple of float, optional
+        ``(xmin, xmax, ymin, ymax)``; by default a box around the trajectories.
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    title : str, optional
+        Axes title.
+    cmap : str, default "viridis"
+        Colour map over time.
+    resolution : int, default 200
+        Grid points per axis for the density.
+    figsize : tuple of float, default (6.0, 5.0)
+        Size of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure holding the axes; a colour bar shows the time.
+    """
+    paths = np.asarray(trajectories, dtype=float)
+    if paths.ndim != 3 or paths.shape[-1] != 2 or paths.shape[1] < 2:
+        raise ValueError(f"trajectories must have shape (num_samples, num_times >= 2, 2), got {paths.shape}")
+    n_times = paths.shape[1]
+    if times is None:
+        t = np.linspace(1.0, 0.0, n_times)
+        label = "reverse step (noise $\\to$ data)"
+    else:
+        t = np.asarray(times, dtype=float)
+        if t.shape != (n_times,):
+            raise ValueError(f"times must have shape ({n_times},) to match the trajectories, got {t.shape}")
+        label = "diffusion time $t$"
+    fig, ax = _axes(ax, figsize)
+    extent = _extent(paths.reshape(-1, 2), pad=0.05) if extent is None else tuple(extent)
+    handles = []
+    if density is not None:
+        handles.append(_draw_density(ax, density, extent, resolution, filled=False))
+    seg_t = 0.5 * (t[:-1] + t[1:])
+    segments = np.stack([paths[:, :-1], paths[:, 1:]], axis=2).reshape(-1, 2, 2)
+    lines = LineCollection(segments, array=np.tile(seg_t, len(paths)), cmap=cmap, linewidths=1.2,
+                           alpha=0.9, zorder=2)
+    lines.set_clim(min(t.min(), t.max()), max(t.min(), t.max()))
+    ax.add_collection(lines)
+    handles.append(ax.scatter(paths[:, 0, 0], paths[:, 0, 1], marker="o", s=18, facecolors="none",
+                              edgecolors="k", linewidths=0.8, label="start (noise)", zorder=6))
+    handles.append(ax.scatter(paths[:, -1, 0], paths[:, -1, 1], marker="*", s=70, c="C3", edgecolors="k",
+                              linewidths=0.5, label="end (sample)", zorder=7))
+    ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+    if title:
+        ax.set_title(title)
+    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.9)
+    fig.colorbar(lines, ax=ax, label=label, shrink=0.85)
+    return fig

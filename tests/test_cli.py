@@ -1,0 +1,63 @@
+"""The ``pp-diffusion`` command line: help texts, the demo end to end, option errors."""
+
+import re
+
+import pytest
+
+from pp_diffusion._cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: pp-diffusion" in out
+    assert re.search(r"^\s+demo\s+\S", out, re.MULTILINE), out  # the command with its explanation
+
+
+def test_demo_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--out", "--seed", "--chains", "--draws", "--steps"):
+        assert re.search(rf"^\s+{option} \w+\s+\S", out, re.MULTILINE), (option, out)
+    assert "pp_diffusion_demo.png" in out  # the default output path
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out_png = tmp_path / "demo.png"
+    code = main(["demo", "--out", str(out_png), "--seed", "1", "--chains", "2", "--draws", "200", "--steps", "50"])
+    assert code == 0
+    out = capsys.readouterr().out
+
+    assert out_png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert out_png.stat().st_size > 10_000
+    assert f"figure: {out_png.resolve()}" in out
+
+    assert "r_hat" in out
+    assert re.search(r"^radius\s", out, re.MULTILINE)  # the deterministic site is summarised too
+
+    dist = float(re.search(r"sliced Wasserstein distance to exact samples:\s*([0-9.]+)", out).group(1))
+    floor = float(re.search(r"exact-vs-exact floor[^:]*:\s*([0-9.]+)", out).group(1))
+    assert 0 < floor and 0 < dist < 2 * floor, out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--steps", "0"], "steps must be a positive integer"),
+        (["demo", "--chains", "-2"], "chains must be a positive integer"),
+        (["demo", "--draws", "many"], "draws must be a positive integer"),
+        (["demo", "--seed", "-1"], "seed must be a non-negative integer"),
+        (["demo", "--out", "figure.notanimage"], "image extension"),
+        (["demo", "--frobnicate"], "unrecognized arguments"),
+        ([], "required"),
+    ],
+)
+def test_bad_options_exit_with_code_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
