@@ -10,6 +10,10 @@ from pp_diffusion import integrators as integrators
 from pp_diffusion import metrics as metrics
 from pp_diffusion import parameterization as parameterization
 from pp_diffusion import schedules as schedules
+from pp_diffusion import smc as smc
+from pp_diffusion import guidance as guidance
+from pp_diffusion import potentials as potentials
+from pp_diffusion import operators as operators
 from pp_diffusion._infer import infer as infer
 from pp_diffusion.gmm import GaussianMixture as GaussianMixture
 from pp_diffusion.model import DiffusionModel as DiffusionModel

@@ -108,6 +108,14 @@ class GaussianMixture(eqx.Module):
             return jax.vmap(jnp.diag)(self.eigvals)
         return jnp.einsum("kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs)
 
+    def mean_variance(self) -> float:
+        """The average per-coordinate variance of the mixture: trace(Cov[x]) / d."""
+        w = np.asarray(self.weights, dtype=np.float64)
+        mu = np.asarray(self.means, dtype=np.float64)
+        within = np.asarray(self.eigvals, dtype=np.float64).sum(axis=1)
+        between = np.sum((mu - w @ mu) ** 2, axis=1)
+        return float(w @ (within + between) / self.dim)
+
     def _rotate(self, v):
         """Q_k^T v_k for v of shape (K, d)."""
         return v if self.eigvecs is None else jnp.einsum("kji,kj->ki", self.eigvecs, v)
@@ -223,7 +231,8 @@ class GaussianMixture(eqx.Module):
     def diffusion_model(self, schedule: Schedule, parameterization: str = "x0", name: str = "gmm") -> DiffusionModel:
         """This mixture as a :class:`DiffusionModel` whose network is the exact prediction of the given kind."""
         network = _ExactNetwork(self, schedule, parameterization)
-        return DiffusionModel(network, parameterization, schedule, (self.dim,), data_distribution=self, name=name)
+        return DiffusionModel(network, parameterization, schedule, (self.dim,), data_distribution=self, name=name,
+                              data_var=self.mean_variance())
 
 
 class _ExactNetwork(eqx.Module):

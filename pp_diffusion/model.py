@@ -34,6 +34,10 @@ class DiffusionModel(eqx.Module):
         :class:`~pp_diffusion.GaussianMixture`; gives :class:`DiffusionPrior` an exact ``log_prob``.
     name
         A label used in results.
+    data_var
+        The average per-coordinate variance of x_0 under the data distribution. Conditioning
+        samplers use it for the variance of x_0 given x_t in Gaussian twists
+        (:func:`pp_diffusion.potentials.linear_gaussian`).
 
     Notes
     -----
@@ -55,8 +59,10 @@ class DiffusionModel(eqx.Module):
     event_shape: tuple[int, ...] = eqx.field(static=True)
     data_distribution: Any = None
     name: str = eqx.field(static=True, default="model")
+    data_var: float = eqx.field(static=True, default=1.0)
 
-    def __init__(self, network, parameterization, schedule, event_shape, data_distribution=None, name="model"):
+    def __init__(self, network, parameterization, schedule, event_shape, data_distribution=None, name="model",
+                 data_var=1.0):
         if not callable(network):
             raise TypeError(f"network must be callable as network(x, t), got {type(network).__name__}")
         if not isinstance(schedule, Schedule):
@@ -72,6 +78,9 @@ class DiffusionModel(eqx.Module):
         self.event_shape = shape
         self.data_distribution = data_distribution
         self.name = name
+        if not float(data_var) > 0:
+            raise ValueError(f"data_var must be positive, got {data_var!r}")
+        self.data_var = float(data_var)
 
     def _coefficients(self, t):
         return self.schedule.alpha(t), self.schedule.sigma(t)

@@ -55,7 +55,8 @@ class DiffusionPrior(dist.Distribution):
     """
 
     arg_constraints = {}
-    pytree_aux_fields = ("model", "times", "integrator", "eta", "steps")
+    pytree_data_fields = ("model", "times")
+    pytree_aux_fields = ("integrator", "eta", "steps")
 
     def __init__(self, model: DiffusionModel, steps: int = 100, *, grid=None, eta: float | None = None,
                  integrator: Integrator | None = None, validate_args=None):

@@ -1,9 +1,10 @@
 """The sampler interface that `pp_diffusion.infer` runs, and the unconditional sampler `iid`.
 
 A sampler is a value (:class:`Sampler`) built by a function such as :func:`iid` or
-``pp_diffusion.smc.twisted(...)``; its ``run(rng_key, program, info, data)`` does one
-independent run and returns a :class:`SamplerOutput` of arrays. ``infer`` vmaps it over chains,
-jits the whole, and converts the result to ArviZ.
+``pp_diffusion.smc.twisted(...)``. ``setup(program, info, data)`` runs once, eagerly (it may read
+the program's structure with NumPy); ``run(rng_key, context)`` does one independent run on what
+``setup`` returned and gives a :class:`SamplerOutput` of arrays. ``infer`` vmaps ``run`` over
+chains, jits the whole, and converts the result to ArviZ.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ class Sampler(NamedTuple):
         Short name, stored in the DataTree's attributes.
     settings
         ``{setting: value}`` also stored there.
+    setup
+        ``setup(program, info, data) -> context``, called once outside ``jax.jit``; ``info`` is
+        the :class:`~pp_diffusion.program.ProgramInfo` of the program.
     run
-        ``run(rng_key, program, info, data) -> SamplerOutput`` for one independent run; ``info``
-        is the :class:`~pp_diffusion.program.ProgramInfo` of the program.
+        ``run(rng_key, context) -> SamplerOutput`` for one independent run (traced under jit).
     stat_dims
         ``{stat: (dim, ...)}`` names of the non-chain dimensions of ``run_stats`` entries.
     conditions
@@ -53,6 +56,7 @@ class Sampler(NamedTuple):
 
     name: str
     settings: dict[str, Any]
+    setup: Callable
     run: Callable
     stat_dims: dict[str, tuple[str, ...]] = {}
     conditions: bool = True
@@ -73,7 +77,12 @@ def iid(num_samples: int = 1000) -> Sampler:
     """
     _check_positive_int(num_samples, "num_samples")
 
-    def run(rng_key, program, info, data):
+    def setup(program, info, data):
+        return program, info, data
+
+    def run(rng_key, context):
+        program, info, data = context
+
         def one(key):
             trace = handlers.trace(handlers.seed(program, key)).get_trace(**data)
             return {
@@ -85,4 +94,4 @@ def iid(num_samples: int = 1000) -> Sampler:
         nfe = jnp.full((num_samples,), info.prior.nfe, dtype=jnp.int32)
         return SamplerOutput(draws, {"nfe": nfe}, {})
 
-    return Sampler("iid", {"num_samples": num_samples}, run, {}, conditions=False)
+    return Sampler("iid", {"num_samples": num_samples}, setup, run, {}, conditions=False)

@@ -19,6 +19,7 @@ import abc
 from typing import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
@@ -269,7 +270,15 @@ Grid = Callable[[Schedule, int], jnp.ndarray]
 
 
 def as_grid(schedule: Schedule, steps: int, grid: Grid | ArrayLike | None) -> jnp.ndarray:
-    """Resolve ``grid`` (a grid function, an explicit array of times, or None = uniform t) and check it."""
+    """Resolve ``grid`` (a grid function, an explicit array of times, or None = uniform t) and check it.
+
+    Runs eagerly even inside a ``jax.jit`` trace (a prior may be built inside a program body).
+    """
+    with jax.ensure_compile_time_eval():
+        return _as_grid(schedule, steps, grid)
+
+
+def _as_grid(schedule, steps, grid):
     steps = _check_steps(steps)
     if grid is None:
         times = uniform_t(schedule, steps)

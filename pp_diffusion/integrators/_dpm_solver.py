@@ -60,7 +60,7 @@ def dpm_solver_pp(order: int = 2) -> Integrator:
             third = (
                 base
                 + alpha_s * (phi / h + 1.0) * d1
-                - alpha_s * ((phi + h) / h**2 - 0.5) * d2
+                - 2.0 * alpha_s * ((phi + h) / h**2 - 0.5) * d2
             )
             update = jnp.where(available >= 3, third, update)
         x0_hist = jnp.concatenate([d0[None], state.x0_history[:-1]], axis=0) if order > 1 else state.x0_history

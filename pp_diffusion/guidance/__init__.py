@@ -1,0 +1,3 @@
+"""Gradient guidance: DPS (the baseline)."""
+
+from pp_diffusion.guidance._dps import dps as dps
