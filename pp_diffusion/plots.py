@@ -1,9 +1,10 @@
-"""Plots of two-dimensional draws and reverse-diffusion trajectories.
+"""Plots of two-dimensional draws, reverse-diffusion trajectories and SMC diagnostics.
 
 Every function builds its own :class:`matplotlib.figure.Figure` (or draws into the ``ax`` it is
 given) and returns the figure; nothing touches ``matplotlib.pyplot`` or any other global state, so
-the functions work under any backend and in threads. Save with ``fig.savefig(path)``; in Jupyter
-the returned figure displays itself.
+the functions work under any backend and in threads. Save with ``fig.savefig(path)``. In Jupyter
+the returned figure displays itself once the inline backend is active (``%matplotlib inline``, or any
+``pyplot`` import, registers the display of figures; a fresh kernel otherwise shows only their repr).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+import xarray as xr
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["density_grid", "plot_samples_2d", "plot_trajectories_2d"]
+__all__ = ["density_grid", "plot_samples_2d", "plot_trajectories_2d", "plot_smc_diagnostics"]
 
 
 def _axes(ax, figsize):
@@ -232,4 +234,171 @@ def plot_trajectories_2d(
         ax.set_title(title)
     ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.9)
     fig.colorbar(lines, ax=ax, label=label, shrink=0.85)
+    return fig
+
+
+def _sample_stats(idata):
+    """The ``sample_stats`` dataset of a DataTree (or a dataset given directly)."""
+    if isinstance(idata, xr.Dataset):
+        return idata
+    if not isinstance(idata, xr.DataTree):
+        raise TypeError(
+            "idata must be the xarray.DataTree that pp_diffusion.infer returns (or its sample_stats "
+            f"dataset), got {type(idata).__name__}"
+        )
+    if "sample_stats" not in idata.children:
+        raise ValueError(
+            f"idata has no sample_stats group (groups: {sorted(idata.children)}); plot_smc_diagnostics "
+            "needs the DataTree of an SMC sampler from pp_diffusion.infer"
+        )
+    return idata["sample_stats"].to_dataset()
+
+
+def _attr_number(attrs, name):
+    try:
+        return float(attrs[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def plot_smc_diagnostics(
+    idata,
+    *,
+    log_evidence_exact: float | None = None,
+    axes=None,
+    title: str | None = None,
+    figsize=(11.0, 4.2),
+) -> Figure:
+    """Effective sample size along the reverse chain and the log-evidence estimate of each chain.
+
+    Parameters
+    ----------
+    idata : xarray.DataTree or xarray.Dataset
+        What :func:`pp_diffusion.infer` returns for an SMC sampler (or its ``sample_stats``
+        group). Its ``sample_stats`` must hold ``ess`` (dims ``chain``, ``step``) and
+        ``log_evidence`` (dim ``chain``); ``resampled`` (dims ``chain``, ``step``) is used when
+        present.
+    log_evidence_exact : float, optional
+        The exact log p(y), drawn as a reference line (for example
+        :meth:`pp_diffusion.GaussianMixture.log_evidence`).
+    axes : sequence of two matplotlib.axes.Axes, optional
+        Draw into these (ESS, log-evidence) axes instead of a new figure.
+    title : str, optional
+        Figure title (a new figure only); by default the sampler's name from the attributes.
+    figsize : tuple of float, default (11.0, 4.2)
+        Size of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure. Left: one line per chain of the ESS after each step's reweighting, with a
+        marker on every step that began by resampling, and a dashed line at the adaptive
+        resampling threshold when the attributes give it. Right: one marker per chain (same
+        colours) at its log-evidence estimate, a solid line at their mean over the finite values
+        with a band of one standard error, and the exact value as a dashed line when given.
+        Chains without an estimate (NaN: DPS and SVDD give none) or with a degenerate run
+        (-inf) are named in the panel instead of being silently dropped.
+
+    Raises
+    ------
+    ValueError
+        When ``sample_stats`` lacks ``ess`` or ``log_evidence`` (naming which) or their
+        dimensions are not the ones above.
+    """
+    stats = _sample_stats(idata)
+    missing = [name for name in ("ess", "log_evidence") if name not in stats.data_vars]
+    if missing:
+        raise ValueError(
+            f"sample_stats has no {' and no '.join(repr(m) for m in missing)} (it has "
+            f"{sorted(stats.data_vars)}); plot_smc_diagnostics needs the per-step ESS and per-chain "
+            "log-evidence that the SMC samplers of pp_diffusion.smc record"
+        )
+    ess_da = stats["ess"]
+    if set(ess_da.dims) != {"chain", "step"}:
+        raise ValueError(f"sample_stats['ess'] must have dims ('chain', 'step'), got {ess_da.dims}")
+    ess = np.asarray(ess_da.transpose("chain", "step"), dtype=float)
+    logz_da = stats["log_evidence"]
+    if logz_da.dims != ("chain",):
+        raise ValueError(f"sample_stats['log_evidence'] must have dims ('chain',), got {logz_da.dims}")
+    logz = np.asarray(logz_da, dtype=float)
+    n_chains, n_steps = ess.shape
+    if logz.shape[0] != n_chains:
+        raise ValueError(f"log_evidence has {logz.shape[0]} chains but ess has {n_chains}")
+    resampled = None
+    if "resampled" in stats.data_vars:
+        res_da = stats["resampled"]
+        if set(res_da.dims) != {"chain", "step"}:
+            raise ValueError(f"sample_stats['resampled'] must have dims ('chain', 'step'), got {res_da.dims}")
+        resampled = np.asarray(res_da.transpose("chain", "step"), dtype=bool)
+    steps = np.asarray(ess_da["step"]) if "step" in ess_da.coords else np.arange(n_steps)
+    chains = np.asarray(logz_da["chain"]) if "chain" in logz_da.coords else np.arange(n_chains)
+    attrs = dict(stats.attrs)
+
+    if axes is None:
+        fig = Figure(figsize=figsize, layout="constrained")
+        ax_ess, ax_z = fig.subplots(1, 2, width_ratios=(1.6, 1.0))
+        sampler = attrs.get("sampler")
+        if title is None and sampler is not None:
+            title = f"SMC diagnostics: {sampler}"
+        if title:
+            fig.suptitle(title)
+    else:
+        if len(axes) != 2:
+            raise ValueError(f"axes must be two matplotlib Axes (ESS, log-evidence), got {len(axes)}")
+        ax_ess, ax_z = axes
+        fig = ax_ess.figure
+
+    # ---- left: ESS per step
+    colors = [f"C{i % 10}" for i in range(n_chains)]
+    for i in range(n_chains):
+        marks = np.flatnonzero(resampled[i]) if resampled is not None else []
+        ax_ess.plot(steps, ess[i], color=colors[i], linewidth=1.0, marker="o", markersize=3.5,
+                    markevery=[int(m) for m in marks], label=f"chain {chains[i]}")
+    handles, _ = ax_ess.get_legend_handles_labels()
+    if resampled is not None:
+        count = int(resampled.sum())
+        handles.append(Line2D([], [], color="0.3", marker="o", markersize=3.5, linestyle="none",
+                              label=f"resampled before this step ({count} in all)"))
+    num_particles = _attr_number(attrs, "sampler_num_particles")
+    threshold = _attr_number(attrs, "sampler_ess_threshold")
+    adaptive = str(attrs.get("sampler_resample_every", "None")) == "None"
+    if num_particles and threshold and adaptive:
+        handles.append(ax_ess.axhline(threshold * num_particles, color="0.3", linestyle="--", linewidth=0.8,
+                                      label=f"threshold {threshold:g} x {num_particles:g} particles"))
+    top = num_particles if num_particles else np.nanmax(ess) if np.isfinite(ess).any() else 1.0
+    ax_ess.set(xlabel="reverse step (noise $\\to$ data)", ylabel="effective sample size",
+               ylim=(0, 1.05 * top), title="ESS after each step's reweighting")
+    ax_ess.legend(handles=handles, loc="best", fontsize="small", framealpha=0.9)
+
+    # ---- right: log-evidence per chain
+    positions = np.arange(n_chains)
+    for i in range(n_chains):
+        ax_z.plot([positions[i]], [logz[i]], linestyle="none", marker="o", markersize=7, color=colors[i])
+    finite = np.isfinite(logz)
+    notes = []
+    if np.isnan(logz).any():
+        notes.append(f"no estimate (NaN) in chains {chains[np.isnan(logz)].tolist()}")
+    if np.isneginf(logz).any():
+        notes.append(f"degenerate (-inf) in chains {chains[np.isneginf(logz)].tolist()}")
+    handles = []
+    if finite.any():
+        mean = float(np.mean(logz[finite]))
+        handles.append(ax_z.axhline(mean, color="k", linewidth=1.2,
+                                    label=f"mean of {int(finite.sum())} chains: {mean:.3f}"))
+        if finite.sum() >= 2:
+            se = float(np.std(logz[finite], ddof=1) / np.sqrt(finite.sum()))
+            handles.append(ax_z.axhspan(mean - se, mean + se, color="0.6", alpha=0.3, linewidth=0,
+                                        label=f"$\\pm$ 1 standard error ({se:.3f})"))
+    if log_evidence_exact is not None:
+        exact = float(log_evidence_exact)
+        handles.append(ax_z.axhline(exact, color="C3", linestyle="--", linewidth=1.2,
+                                    label=f"exact: {exact:.3f}"))
+    if notes:
+        ax_z.text(0.5, 0.04, "\n".join(notes), transform=ax_z.transAxes, ha="center", va="bottom",
+                  fontsize="small", color="0.3")
+    ax_z.set(xlabel="chain", ylabel="log-evidence estimate  $\\log \\hat Z$", title="log-evidence per chain")
+    ax_z.set_xticks(positions, [str(c) for c in chains])
+    ax_z.set_xlim(-0.6, n_chains - 0.4)
+    if handles:
+        ax_z.legend(handles=handles, loc="best", fontsize="small", framealpha=0.9)
     return fig
