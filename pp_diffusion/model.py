@@ -78,8 +78,8 @@ class DiffusionModel(eqx.Module):
         self.event_shape = shape
         self.data_distribution = data_distribution
         self.name = name
-        if not float(data_var) > 0:
-            raise ValueError(f"data_var must be positive, got {data_var!r}")
+        if not float(data_var) >= 0:
+            raise ValueError(f"data_var must be non-negative, got {data_var!r}")
         self.data_var = float(data_var)
 
     def _coefficients(self, t):

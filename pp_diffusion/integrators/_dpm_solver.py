@@ -39,7 +39,7 @@ from pp_diffusion.integrators._base import IntegratorInfo, Integrator, half_log_
 
 def dpm_solver_pp(order: int = 2) -> Integrator:
     """DPM-Solver++ multistep of order 1, 2 (the usual "2M") or 3."""
-    if order not in (1, 2, 3):
+    if isinstance(order, bool) or not isinstance(order, int) or order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
 
     def init(x):

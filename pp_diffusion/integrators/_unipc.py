@@ -78,7 +78,7 @@ def _update(x, m0, sigma_ratio, alpha_target, hh, lam0, lam_hist, m_hist, order,
 
 def unipc(order: int = 2, corrector: bool = True) -> Integrator:
     """UniPC-``order`` with the B(h) = expm1(h) variant; ``corrector=False`` gives the bare UniP predictor."""
-    if order not in (1, 2, 3):
+    if isinstance(order, bool) or not isinstance(order, int) or order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     hist = order  # the corrector of an order-p step needs p - 1 older predictions besides m0
 
