@@ -14,6 +14,7 @@ from pp_diffusion import smc as smc
 from pp_diffusion import guidance as guidance
 from pp_diffusion import potentials as potentials
 from pp_diffusion import operators as operators
+from pp_diffusion import zoo as zoo
 from pp_diffusion._infer import infer as infer
 from pp_diffusion.gmm import GaussianMixture as GaussianMixture
 from pp_diffusion.model import DiffusionModel as DiffusionModel

@@ -1,0 +1,311 @@
+"""Equinox denoising networks used by the model zoo (and usable for one's own models).
+
+Every network here is called on one unbatched input and a scalar time, ``network(x, t)``, the
+convention of :class:`~pp_diffusion.DiffusionModel`; batch with ``jax.vmap``. The zoo rebuilds a
+network from the JSON hyper-parameters stored next to its weights (:meth:`UNet.config`), so a
+checkpoint needs no pickle.
+
+Convolutions here are channel-last (``(H, W, C)`` images, ``HWIO`` kernels), not Equinox's
+channel-first ``eqx.nn.Conv2d``: on CPU, XLA runs channel-first convolutions inside a loop body
+(``lax.scan``, which every sampler uses) 10-20x slower than outside one, while channel-last ones
+run at full speed in both (jax-ml/jax#12868, measured again here with jax 0.12).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+__all__ = ["sinusoidal_embedding", "TimeEmbedding", "Conv2d", "GroupNorm", "ResBlock", "UNet", "ResidualMLP",
+           "num_parameters"]
+
+
+def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0, scale: float = 1_000.0):
+    """Transformer-style sinusoidal features of a scalar time ``t`` in [0, 1] (Vaswani et al., 2017;
+    the DDPM time embedding with t scaled by ``scale`` to the familiar 0..1000 range)."""
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    arg = scale * jnp.asarray(t, jnp.float32) * freqs
+    return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)])
+
+
+class TimeEmbedding(eqx.Module):
+    """Sinusoidal features followed by a two-layer SiLU MLP."""
+
+    dim: int = eqx.field(static=True)
+    linear1: eqx.nn.Linear
+    linear2: eqx.nn.Linear
+
+    def __init__(self, dim: int, out_dim: int, *, key):
+        k1, k2 = jax.random.split(key)
+        self.dim = dim
+        self.linear1 = eqx.nn.Linear(dim, out_dim, key=k1)
+        self.linear2 = eqx.nn.Linear(out_dim, out_dim, key=k2)
+
+    def __call__(self, t):
+        h = sinusoidal_embedding(t, self.dim)
+        return self.linear2(jax.nn.silu(self.linear1(h)))
+
+
+class Conv2d(eqx.Module):
+    """A 2-D convolution on one channel-last image ``(H, W, C_in) -> (H', W', C_out)``, "same"
+    padding; weights ``(k, k, C_in, C_out)`` initialised like PyTorch's (uniform, bound 1/sqrt(fan_in))."""
+
+    weight: jax.Array
+    bias: jax.Array
+    stride: int = eqx.field(static=True)
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, *, key, zero: bool = False):
+        kw, kb = jax.random.split(key)
+        bound = 1.0 / math.sqrt(c_in * kernel * kernel)
+        shape = (kernel, kernel, c_in, c_out)
+        self.weight = jnp.zeros(shape) if zero else jax.random.uniform(kw, shape, minval=-bound, maxval=bound)
+        self.bias = jnp.zeros(c_out) if zero else jax.random.uniform(kb, (c_out,), minval=-bound, maxval=bound)
+        self.stride = int(stride)
+
+    def __call__(self, x):
+        k = self.weight.shape[0]
+        pad = ((k - 1) // 2, k // 2)
+        y = jax.lax.conv_general_dilated(x[None], self.weight, (self.stride, self.stride), (pad, pad),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y[0] + self.bias
+
+
+class GroupNorm(eqx.Module):
+    """Group normalisation (Wu & He, 2018) of one channel-last image ``(H, W, C)``, with a per-channel affine map."""
+
+    weight: jax.Array
+    bias: jax.Array
+    groups: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+
+    def __init__(self, groups: int, channels: int, eps: float = 1e-5):
+        if channels % groups:
+            raise ValueError(f"channels {channels} not divisible by groups {groups}")
+        self.weight, self.bias = jnp.ones(channels), jnp.zeros(channels)
+        self.groups, self.eps = int(groups), float(eps)
+
+    def __call__(self, x):
+        h, w, c = x.shape
+        g = x.reshape(h, w, self.groups, c // self.groups)
+        mean = jnp.mean(g, axis=(0, 1, 3), keepdims=True)
+        var = jnp.var(g, axis=(0, 1, 3), keepdims=True)
+        g = (g - mean) * jax.lax.rsqrt(var + self.eps)
+        return g.reshape(h, w, c) * self.weight + self.bias
+
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(eqx.Module):
+    """GroupNorm-SiLU-conv, plus a per-channel shift from the time embedding, GroupNorm-SiLU-conv,
+    and a (1x1 projected) residual connection (the DDPM ResNet block)."""
+
+    norm1: GroupNorm
+    conv1: Conv2d
+    emb: eqx.nn.Linear
+    norm2: GroupNorm
+    conv2: Conv2d
+    skip: Conv2d | None
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, *, key):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        self.norm1 = GroupNorm(_groups(c_in), c_in)
+        self.conv1 = Conv2d(c_in, c_out, 3, key=k1)
+        self.emb = eqx.nn.Linear(emb_dim, c_out, key=k2)
+        self.norm2 = GroupNorm(_groups(c_out), c_out)
+        # Zero-initialised last conv: every block starts as the identity (Goyal et al., 2017).
+        self.conv2 = Conv2d(c_out, c_out, 3, key=k3, zero=True)
+        self.skip = Conv2d(c_in, c_out, 1, key=k4) if c_in != c_out else None
+
+    def __call__(self, x, emb):
+        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        h = h + self.emb(jax.nn.silu(emb))
+        h = self.conv2(jax.nn.silu(self.norm2(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+
+class UNet(eqx.Module):
+    """A small U-Net for single-channel square images, predicting an array of the input's shape.
+
+    ``x`` has shape ``(size, size)`` (one image, no channel axis) and ``t`` is a scalar in [0, 1].
+    Each resolution level has ``blocks`` residual blocks on the way down and ``blocks + 1`` on the
+    way up (with skip connections, as in DDPM); between levels the resolution halves with a
+    stride-2 convolution and doubles with nearest-neighbour upsampling and a convolution. The
+    output convolution starts at zero, so an untrained network predicts 0.
+
+    Parameters
+    ----------
+    size
+        Image side (8 for the scikit-learn digits); must be divisible by ``2 ** (len(channel_mult) - 1)``.
+    channels
+        Width of the first level.
+    channel_mult
+        Width multiplier of each level, e.g. ``(1, 2, 2)``: 8x8, 4x4, 2x2 for ``size=8``.
+    blocks
+        Residual blocks per level on the way down.
+    emb_dim
+        Width of the time embedding.
+    num_classes
+        If set, ``network(x, t, label)`` adds a learned class embedding to the time embedding
+        (label ``num_classes`` is reserved for the "null" class of classifier-free guidance).
+    """
+
+    size: int = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
+    channel_mult: tuple[int, ...] = eqx.field(static=True)
+    blocks: int = eqx.field(static=True)
+    emb_dim: int = eqx.field(static=True)
+    num_classes: int | None = eqx.field(static=True)
+    time_embedding: TimeEmbedding
+    class_embedding: eqx.nn.Embedding | None
+    conv_in: Conv2d
+    down: list
+    downsample: list
+    mid: list
+    up: list
+    upsample: list
+    norm_out: GroupNorm
+    conv_out: Conv2d
+
+    def __init__(self, size: int = 8, channels: int = 32, channel_mult=(1, 2, 2), blocks: int = 2,
+                 emb_dim: int = 128, num_classes: int | None = None, *, key):
+        channel_mult = tuple(int(m) for m in channel_mult)
+        if size % (2 ** (len(channel_mult) - 1)):
+            raise ValueError(f"size {size} is not divisible by 2 ** {len(channel_mult) - 1}")
+        keys = iter(jax.random.split(key, 64))
+        self.size, self.channels, self.channel_mult = int(size), int(channels), channel_mult
+        self.blocks, self.emb_dim, self.num_classes = int(blocks), int(emb_dim), num_classes
+        self.time_embedding = TimeEmbedding(min(emb_dim, 64), emb_dim, key=next(keys))
+        self.class_embedding = (eqx.nn.Embedding(num_classes + 1, emb_dim, key=next(keys))
+                                if num_classes is not None else None)
+        widths = [channels * m for m in channel_mult]
+        self.conv_in = Conv2d(1, channels, 3, key=next(keys))
+        self.down, self.downsample, skips = [], [], [channels]
+        c = channels
+        for level, w in enumerate(widths):
+            level_blocks = []
+            for _ in range(blocks):
+                level_blocks.append(ResBlock(c, w, emb_dim, key=next(keys)))
+                c = w
+                skips.append(c)
+            self.down.append(level_blocks)
+            if level < len(widths) - 1:
+                self.downsample.append(Conv2d(c, c, 3, stride=2, key=next(keys)))
+                skips.append(c)
+        self.mid = [ResBlock(c, c, emb_dim, key=next(keys)), ResBlock(c, c, emb_dim, key=next(keys))]
+        self.up, self.upsample = [], []
+        for level, w in reversed(list(enumerate(widths))):
+            level_blocks = []
+            for _ in range(blocks + 1):
+                level_blocks.append(ResBlock(c + skips.pop(), w, emb_dim, key=next(keys)))
+                c = w
+            self.up.append(level_blocks)
+            if level > 0:
+                self.upsample.append(Conv2d(c, c, 3, key=next(keys)))
+        self.norm_out = GroupNorm(_groups(c), c)
+        self.conv_out = Conv2d(c, 1, 3, key=next(keys), zero=True)
+
+    def config(self) -> dict:
+        """The constructor's hyper-parameters (JSON-serialisable): ``UNet(**config, key=...)`` rebuilds
+        a network of the same structure."""
+        return {"size": self.size, "channels": self.channels, "channel_mult": list(self.channel_mult),
+                "blocks": self.blocks, "emb_dim": self.emb_dim, "num_classes": self.num_classes}
+
+    def __call__(self, x, t, label=None):
+        if x.shape != (self.size, self.size):
+            raise ValueError(f"UNet expects one unbatched image of shape {(self.size, self.size)}, got "
+                             f"{x.shape}; use jax.vmap for batches")
+        emb = self.time_embedding(t)
+        if self.class_embedding is not None:
+            label = self.num_classes if label is None else label
+            emb = emb + self.class_embedding(jnp.asarray(label, jnp.int32))
+        h = self.conv_in(x[:, :, None])
+        hs = [h]
+        for level, level_blocks in enumerate(self.down):
+            for block in level_blocks:
+                h = block(h, emb)
+                hs.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+                hs.append(h)
+        for block in self.mid:
+            h = block(h, emb)
+        for level, level_blocks in enumerate(self.up):
+            for block in level_blocks:
+                h = block(jnp.concatenate([h, hs.pop()], axis=-1), emb)
+            if level < len(self.upsample):
+                h = jnp.repeat(jnp.repeat(h, 2, axis=0), 2, axis=1)
+                h = self.upsample[level](h)
+        return self.conv_out(jax.nn.silu(self.norm_out(h)))[:, :, 0]
+
+
+class ResidualMLP(eqx.Module):
+    """A residual MLP denoiser on the flattened input: ``depth`` pre-LayerNorm blocks
+    ``h + W2 silu(W1 LN(h + emb))`` of hidden width ``2 * width``, the time embedding added to
+    every block's input. Cheap on CPU; suits low-dimensional data (2-D toy sets, 8x8 images).
+
+    Parameters
+    ----------
+    event_shape
+        Shape of one input (and of the output).
+    width, depth
+        Residual stream width and number of blocks.
+    emb_dim
+        Width of the sinusoidal features of t.
+    """
+
+    event_shape: tuple[int, ...] = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    emb_dim: int = eqx.field(static=True)
+    time_embedding: TimeEmbedding
+    linear_in: eqx.nn.Linear
+    norms: list
+    hidden: list
+    proj: list
+    linear_out: eqx.nn.Linear
+
+    def __init__(self, event_shape=(8, 8), width: int = 256, depth: int = 4, emb_dim: int = 64, *, key):
+        self.event_shape = tuple(int(n) for n in event_shape)
+        self.width, self.depth, self.emb_dim = int(width), int(depth), int(emb_dim)
+        dim = math.prod(self.event_shape)
+        keys = jax.random.split(key, 3 + 2 * depth)
+        self.time_embedding = TimeEmbedding(emb_dim, width, key=keys[0])
+        self.linear_in = eqx.nn.Linear(dim, width, key=keys[1])
+        self.norms = [eqx.nn.LayerNorm(width) for _ in range(depth)]
+        self.hidden = [eqx.nn.Linear(width, 2 * width, key=keys[3 + 2 * i]) for i in range(depth)]
+        self.proj = [eqx.nn.Linear(2 * width, width, key=keys[4 + 2 * i]) for i in range(depth)]
+        out = eqx.nn.Linear(width, dim, key=keys[2])
+        self.linear_out = eqx.tree_at(lambda m: (m.weight, m.bias), out,
+                                      (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias)))
+
+    def config(self) -> dict:
+        """The constructor's hyper-parameters (JSON-serialisable)."""
+        return {"event_shape": list(self.event_shape), "width": self.width, "depth": self.depth,
+                "emb_dim": self.emb_dim}
+
+    def __call__(self, x, t):
+        if x.shape != self.event_shape:
+            raise ValueError(f"ResidualMLP expects one unbatched input of shape {self.event_shape}, got "
+                             f"{x.shape}; use jax.vmap for batches")
+        emb = self.time_embedding(t)
+        h = self.linear_in(x.reshape(-1))
+        for norm, hidden, proj in zip(self.norms, self.hidden, self.proj):
+            h = h + proj(jax.nn.silu(hidden(norm(h + emb))))
+        return self.linear_out(h).reshape(self.event_shape)
+
+
+def num_parameters(module) -> int:
+    """Number of scalar parameters (inexact array leaves) of an Equinox module."""
+    leaves = jax.tree_util.tree_leaves(eqx.filter(module, eqx.is_inexact_array))
+    return int(sum(leaf.size for leaf in leaves))

@@ -1,0 +1,186 @@
+"""The trained models that ship with the package.
+
+``zoo.load(name)`` returns a :class:`~pp_diffusion.DiffusionModel` ready for
+:class:`~pp_diffusion.DiffusionPrior`; ``zoo.available()`` lists the names; ``zoo.card(name)``
+returns the model's metadata (data, split, architecture, parameter count, training run, losses).
+
+Each model lives in ``pp_diffusion/_zoo/<name>/`` (package data, so it ships in the wheel):
+
+- ``weights.eqx``: the network's array leaves written by :func:`equinox.tree_serialise_leaves`
+  (a sequence of ``.npy`` records; read back with ``allow_pickle=False``, so no pickle anywhere);
+- ``model.json``: everything needed to rebuild the model: the network class and its constructor
+  arguments, the parameterization, the schedule and its fields, the event shape, ``data_var``, the
+  SHA-256 of ``weights.eqx`` (checked on every load) and the training record.
+
+The training scripts, model cards and quality figures are in the repository's ``models/<name>/``.
+The scikit-learn digits split used for training and evaluation is stored once, in
+``pp_diffusion/_zoo/digits_split.json``, and :func:`digits_data` returns it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from pp_diffusion import networks, schedules
+from pp_diffusion.model import DiffusionModel
+
+__all__ = ["available", "load", "card", "digits_data", "digits_images", "DigitsData", "ChecksumError", "build_network", "sha256"]
+
+_ZOO_DIR = Path(__file__).resolve().parent / "_zoo"
+_METADATA = "model.json"
+_NETWORKS = {"UNet": networks.UNet, "ResidualMLP": networks.ResidualMLP}
+_SCHEDULES = {
+    "VPCosine": schedules.VPCosine,
+    "VPLinear": schedules.VPLinear,
+    "VE": schedules.VE,
+    "EDM": schedules.EDM,
+    "RectifiedFlow": schedules.RectifiedFlow,
+    "ddpm_linear": schedules.ddpm_linear,
+}
+
+
+class ChecksumError(ValueError):
+    """A zoo weights file does not match the SHA-256 recorded in its ``model.json``."""
+
+
+def available() -> list[str]:
+    """Names of the models that ship with the package, sorted."""
+    if not _ZOO_DIR.is_dir():
+        return []
+    return sorted(p.name for p in _ZOO_DIR.iterdir() if (p / _METADATA).is_file())
+
+
+def _folder(name: str) -> Path:
+    names = available()
+    if not isinstance(name, str) or name not in names:
+        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(names) or '(none)'}")
+    return _ZOO_DIR / name
+
+
+def _metadata(name: str) -> dict:
+    with open(_folder(name) / _METADATA, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sha256(path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def card(name: str) -> dict:
+    """The metadata of zoo model ``name`` (a copy of its ``model.json``): network class and
+    hyper-parameters, parameter count, parameterization, schedule, event shape, data variance,
+    data set and split, the training run (seed, steps, optimiser, wall time, machine) and the final
+    train and test losses. The full model card is ``models/<name>/CARD.md`` in the repository."""
+    return copy.deepcopy(_metadata(name))
+
+
+def _schedule(spec: dict) -> schedules.Schedule:
+    spec = dict(spec)
+    kind = spec.pop("class")
+    if kind not in _SCHEDULES:
+        raise ValueError(f"unknown schedule class {kind!r} in a zoo model.json; known: {sorted(_SCHEDULES)}")
+    return _SCHEDULES[kind](**spec)
+
+
+def build_network(spec: dict, key=None):
+    """An untrained network of the class and hyper-parameters in ``spec`` (``{"class": ..., "config": {...}}``),
+    initialised from ``key`` (default ``jax.random.key(0)``)."""
+    kind = spec["class"]
+    if kind not in _NETWORKS:
+        raise ValueError(f"unknown network class {kind!r} in a zoo model.json; known: {sorted(_NETWORKS)}")
+    return _NETWORKS[kind](**spec["config"], key=jax.random.key(0) if key is None else key)
+
+
+def load(name: str) -> DiffusionModel:
+    """The zoo model ``name`` as a :class:`~pp_diffusion.DiffusionModel`.
+
+    The weights' SHA-256 is checked against ``model.json`` first: a corrupted or modified file
+    raises :class:`ChecksumError`. An unknown name raises ``ValueError`` listing :func:`available`.
+
+    Examples
+    --------
+    >>> import jax, pp_diffusion as ppd
+    >>> prior = ppd.DiffusionPrior(ppd.zoo.load("digits"), steps=50)
+    >>> prior.sample(jax.random.key(0), (4,)).shape
+    (4, 8, 8)
+    """
+    folder = _folder(name)
+    meta = _metadata(name)
+    weights = folder / meta["weights"]
+    if not weights.is_file():
+        raise FileNotFoundError(f"zoo model {name!r}: weights file {weights} is missing")
+    actual = sha256(weights)
+    if actual != meta["sha256"]:
+        raise ChecksumError(
+            f"zoo model {name!r}: checksum mismatch for {weights} (expected SHA-256 {meta['sha256']}, "
+            f"got {actual}); the file is corrupted or was modified. Reinstall pp_diffusion, or retrain "
+            f"with models/{name}/train.py, which rewrites the weights and their checksum."
+        )
+    skeleton = eqx.filter_eval_shape(build_network, meta["network"])
+    try:
+        network = eqx.tree_deserialise_leaves(weights, skeleton)
+    except Exception as err:  # a file that matches its checksum but not the network in model.json
+        raise ValueError(f"zoo model {name!r}: {weights} does not fit the network described in "
+                         f"{folder / _METADATA}: {err}") from err
+    return DiffusionModel(
+        network,
+        meta["parameterization"],
+        _schedule(meta["schedule"]),
+        tuple(meta["event_shape"]),
+        name=name,
+        data_var=meta["data_var"],
+    )
+
+
+# --------------------------------------------------------------------------- the digits data
+
+
+class DigitsData(NamedTuple):
+    """The scikit-learn digits with the zoo's fixed split; images are float32 ``(n, 8, 8)`` in [-1, 1]
+    (pixel / 8 - 1), labels int ``(n,)``; ``*_index`` are the rows of ``load_digits()``."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    train_index: np.ndarray
+    test_index: np.ndarray
+
+
+DIGITS_SPLIT = "digits_split.json"
+
+
+def digits_images():
+    """All 1,797 scikit-learn digits (bundled with scikit-learn; no download) scaled from [0, 16] to
+    [-1, 1] as float32 ``(1797, 8, 8)``, with their labels."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - scikit-learn is a dependency
+        raise ImportError("the digits data needs scikit-learn: pip install scikit-learn") from err
+    digits = load_digits()
+    images = (digits.images / 8.0 - 1.0).astype(np.float32)
+    return images, digits.target.astype(np.int64)
+
+
+def digits_data() -> DigitsData:
+    """The digits with the fixed train/test split every digits model in the zoo was trained and is
+    evaluated with (stratified, 20% test, ``random_state=0``; 1,437 / 360 images)."""
+    with open(_ZOO_DIR / DIGITS_SPLIT, encoding="utf-8") as f:
+        split = json.load(f)
+    images, labels = digits_images()
+    train = np.asarray(split["train_index"], dtype=np.int64)
+    test = np.asarray(split["test_index"], dtype=np.int64)
+    return DigitsData(images[train], labels[train], images[test], labels[test], train, test)
