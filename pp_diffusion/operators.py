@@ -69,23 +69,25 @@ def _shape(shape) -> tuple[int, ...]:
 class Inpaint(LinearOperator):
     """Keep the pixels where ``mask`` is true: y = x[mask] (a flat vector of the observed values)."""
 
-    index: np.ndarray = eqx.field(static=True, converter=np.asarray)
+    # a tuple, not an array: static fields must be hashable and compare by value, so that two
+    # operators with the same mask can be passed to the same jitted function
+    index: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(self, mask):
         mask = np.asarray(mask, dtype=bool)
         if mask.ndim == 0 or not mask.any():
             raise ValueError(f"mask must be a boolean array with at least one observed entry, got shape {mask.shape}")
         self.in_shape = mask.shape
-        self.index = np.flatnonzero(mask)
+        self.index = tuple(int(i) for i in np.flatnonzero(mask))
 
     def apply(self, x):
-        return x.reshape(-1)[self.index]
+        return x.reshape(-1)[np.asarray(self.index, dtype=np.int64)]
 
     def svd(self):
         d = math.prod(self.in_shape)
-        dy = self.index.size
+        dy = len(self.index)
         vt = np.zeros((dy, d))
-        vt[np.arange(dy), self.index] = 1.0
+        vt[np.arange(dy), np.asarray(self.index, dtype=np.int64)] = 1.0
         return np.eye(dy), np.ones(dy), vt
 
 
@@ -138,7 +140,7 @@ class Blur(LinearOperator):
     def apply(self, x):
         *lead, h, w = x.shape
         flat = x.reshape(-1, h, w)
-        out = jax.vmap(lambda im: jax.scipy.signal.convolve2d(im, self.kernel[::-1, ::-1], mode="same"))(flat)
+        out = jax.vmap(lambda im: jax.scipy.signal.convolve2d(im, self.kernel, mode="same"))(flat)
         return out.reshape(*lead, h, w)
 
 

@@ -153,7 +153,7 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
     for y - b = A x_0 + noise over flattened x_0; otherwise None.
 
     A is read off the program by differentiating loc (so ``op(x)`` for any linear operator, a slice
-    or a matrix product is recognised) and affinity is checked at random points.
+    or a matrix product is recognised) and affinity is checked at random points of several scales.
     """
     from pp_diffusion.potentials import LinearGaussian
 
@@ -189,7 +189,9 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
     p1, p2 = jax.random.normal(k1, (d,)), 3.0 * jax.random.normal(k2, (d,))
     A = np.asarray(jax.jacfwd(loc_fn)(p1), dtype=np.float64)
     b = np.asarray(probe[0], dtype=np.float64)
-    for p in (p1, p2):
+    # probe on both sides of the origin and over four decades of scale: two points of scale ~1
+    # miss piecewise-linear locs (a clip to [-1, 1] looks like the identity there)
+    for p in (p1, -p1, p2, 0.01 * p2, 100.0 * p2):
         loc, sc, _ = pieces(p)
         expected = A @ np.asarray(p, dtype=np.float64) + b
         tol = 1e-4 * (1.0 + np.abs(expected).max())
