@@ -173,7 +173,10 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int):
     log_weights = jnp.log(state.weights)
     degenerate = ~jnp.all(jnp.isfinite(state.weights)) | ~jnp.isfinite(log_z)
     safe_weights = jnp.where(degenerate, jnp.full_like(state.weights, 1.0 / num), state.weights)
-    idx = resampling(rng_key, safe_weights, num)
+    k_resample, k_order = jax.random.split(rng_key)
+    # resampling returns sorted indices: shuffle them so that copies of one particle are not
+    # adjacent draws (ArviZ's autocorrelation-based ESS and R-hat read draw order)
+    idx = jax.random.permutation(k_order, resampling(k_resample, safe_weights, num))
     draws = state.particles.x[idx]
     draws = jnp.where(degenerate, jnp.nan, draws)
     sample_stats = {
