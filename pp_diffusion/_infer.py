@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import warnings
 
 import jax
 import numpy as np
@@ -89,6 +90,13 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) ->
 
     run_all = _compiled_run(program, sampler, info, data)
     out = run_all(keys)
+    if "degenerate" in out.run_stats and np.any(np.asarray(out.run_stats["degenerate"])):
+        bad = np.flatnonzero(np.asarray(out.run_stats["degenerate"])).tolist()
+        warnings.warn(
+            f"{sampler.name}: chains {bad} degenerated (all weights zero, a non-finite evidence, or "
+            "non-finite draws); their draws are NaN and sample_stats.degenerate is True",
+            RuntimeWarning, stacklevel=2,
+        )
     attrs = {
         "sampler": sampler.name,
         **{f"sampler_{k}": v if isinstance(v, (int, float, str)) else repr(v) for k, v in sampler.settings.items()},

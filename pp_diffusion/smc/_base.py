@@ -178,6 +178,8 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int):
     # adjacent draws (ArviZ's autocorrelation-based ESS and R-hat read draw order)
     idx = jax.random.permutation(k_order, resampling(k_resample, safe_weights, num))
     draws = state.particles.x[idx]
+    # unweighted methods (DPS) can diverge without any weight noticing: flag non-finite draws too
+    degenerate = degenerate | ~jnp.all(jnp.isfinite(draws))
     draws = jnp.where(degenerate, jnp.nan, draws)
     sample_stats = {
         "nfe": jnp.full((num,), nfe, jnp.int32),
