@@ -305,6 +305,33 @@ def prior_reference(cache, d, steps, index, args):
     return cache[key]
 
 
+def prior_reference_by_n(d, steps, index, ns, chains, args):
+    """Like :func:`prior_reference`, for each N in ``ns`` and ``chains`` independent runs: {N: [ratio per run]}.
+    One infer() call of iid(max N); the first N draws of each chain are N iid draws of the chain."""
+    import jax
+    import numpyro
+
+    import pp_diffusion as ppd
+    from pp_diffusion import schedules
+
+    mix = ppd.GaussianMixture(prior_weights(args.seed, d, index), mixture_means(d))
+    prior = ppd.DiffusionPrior(mix.diffusion_model(schedules.ddpm_linear(), "eps"), steps)
+
+    def program():
+        numpyro.sample("x", prior)
+
+    k_run, k_ref, k_floor, k_dirs = jax.random.split(jax.random.key(8_000 + 100 * index + d), 4)
+    idata = ppd.infer(program, ppd.iid(max(ns)), k_run, num_chains=chains)
+    x = np.asarray(idata.posterior["x"].values).reshape(chains, max(ns), d)
+    dist_fn = SlicedW1(k_dirs, exact_draws(mix, k_ref, args.exact), args.directions)
+    out = {}
+    for n in ns:
+        floor = np.mean([dist_fn(exact_draws(mix, kk, n))
+                         for kk in jax.random.split(jax.random.fold_in(k_floor, n), args.floor_sets)])
+        out[n] = [dist_fn(x[c, :n]) / floor for c in range(chains)]
+    return out
+
+
 # --------------------------------------------------------------------------- (a) accuracy, evidence, cost
 
 def table_a(args, metric, problems_cache):
@@ -594,6 +621,7 @@ def table_c(args, problems_cache):
     ratio = {(lab, n): [] for lab in labels for n in ns}
     err = {(lab, n): [] for lab in labels for n in ns}
     floors = {n: [] for n in ns}
+    prior_ratio = {n: [] for n in ns}
     t0 = clock()
     for p in range(P):
         prob = problems_cache.get((d, dy, p))
@@ -601,6 +629,8 @@ def table_c(args, problems_cache):
             prob = problems_cache[(d, dy, p)] = Problem(d, dy, p, args)
         program = prob.program(steps)
         data = {"y": prob.y}
+        for n, v in prior_reference_by_n(d, steps, p, ns, args.conv_chains, args).items():
+            prior_ratio[n].extend(v)
         for n in ns:
             floor = prob.floor(n)[0]
             floors[n].append(floor)
@@ -622,13 +652,18 @@ def table_c(args, problems_cache):
     print("    itself falls with N (mean over problems: " + ", ".join(f"N = {n}: {np.mean(floors[n]):.4f}" for n in ns) + "),")
     print("    so a flat ratio means the sampler's error falls like the Monte Carlo error of N exact draws, and the ratio")
     print("    of a sampler with a fixed bias grows with N. DPS and SVDD are left out: their particles are independent")
-    print("    draws of one fixed (biased) distribution, so N changes only how many draws there are.")
+    print("    draws of one fixed (biased) distribution, so N changes only how many draws there are. Last row: the")
+    print(f"    unconditional {steps}-step chain's own N iid draws against exact prior draws, over the prior's floor at N: the")
+    print("    discretisation bias every sampler of p_theta inherits, whatever N.")
     print()
     print(f"Median SW1 / floor over problems x runs (in brackets: per problem, the median of its {args.conv_chains} runs)")
     C = args.conv_chains
     per_problem = lambda v: " ".join(f"{median_inf(v[i:i + C]):.1f}" for i in range(0, len(v), C))
     rows = [[lab] + [f"{median_inf(ratio[lab, n]):.2f} [{per_problem(ratio[lab, n])}]" for n in ns]
             + [fnum(median_inf(ratio[lab, ns[-1]]) / median_inf(ratio[lab, ns[0]]))] for lab in labels]
+    rows.append(["prior chain vs exact prior"] + [f"{median_inf(prior_ratio[n]):.2f} [{per_problem(prior_ratio[n])}]"
+                                                  for n in ns]
+                + [fnum(median_inf(prior_ratio[ns[-1]]) / median_inf(prior_ratio[ns[0]]))])
     print_table(["sampler"] + [f"N = {n}" for n in ns] + [f"N = {ns[-1]} / N = {ns[0]}"], rows)
     print()
     print("Log-evidence error log Zhat - log Z: mean (mean absolute) over problems x runs, nats")
