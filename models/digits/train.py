@@ -146,11 +146,12 @@ def train(args) -> None:
     ema = params
     data = jnp.asarray(x_train)
 
-    # One jitted step driven from Python, not a lax.scan over steps: on CPU, XLA runs the
-    # convolutions of the backward pass 10-20x slower inside a loop body (see pp_diffusion.networks).
-    @jax.jit
-    def step_fn(params, opt_state, ema, step, key, data):
-        k_idx, k_t, k_eps = jax.random.split(key, 3)
+    # Steps run in chunks of ``--chunk`` inside one jitted lax.scan. (This is fast on CPU only
+    # because pp_diffusion.networks.Conv2d differentiates through matrix products: XLA's own
+    # convolution gradients run 14-70x slower inside a loop body.)
+    def step_fn(carry, step):
+        params, opt_state, ema = carry
+        k_idx, k_t, k_eps = jax.random.split(jax.random.fold_in(k_train, step), 3)
         x0 = data[jax.random.randint(k_idx, (args.batch_size,), 0, data.shape[0])]
         t = jax.random.uniform(k_t, (args.batch_size,))
         eps = jax.random.normal(k_eps, x0.shape)
@@ -160,22 +161,23 @@ def train(args) -> None:
         params = optax.apply_updates(params, updates)
         decay = jnp.minimum(args.ema, (1.0 + step) / (10.0 + step))
         ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
-        return params, opt_state, ema, loss
+        return (params, opt_state, ema), loss
 
+    run = jax.jit(lambda carry, steps: jax.lax.scan(step_fn, carry, steps))
+
+    carry = (params, opt_state, ema)
     history, recent = [], []
-    bar = tqdm(total=args.steps, disable=not args.progress, desc="digits", unit="step", mininterval=2.0)
+    bar = tqdm(total=args.steps, disable=not args.progress, desc="digits", unit="step")
     train_start = time.perf_counter()
-    for step in range(args.steps):
-        params, opt_state, ema, loss = step_fn(params, opt_state, ema, jnp.float32(step),
-                                               jax.random.fold_in(k_train, step), data)
-        recent.append(loss)
-        bar.update(1)
-        stop = step + 1
-        if stop % 50 == 0:
-            bar.set_postfix(loss=f"{float(jnp.mean(jnp.stack(recent[-50:]))):.4f}", refresh=False)
+    for begin in range(0, args.steps, args.chunk):
+        stop = min(begin + args.chunk, args.steps)
+        carry, losses = run(carry, jnp.arange(begin, stop))
+        recent.append(np.asarray(losses))
+        bar.update(stop - begin)
+        bar.set_postfix(loss=f"{float(np.mean(recent[-1])):.4f}")
         if args.eval_every and (stop % args.eval_every == 0 or stop == args.steps):
-            test = evaluate(eqx.combine(ema, static), schedule, x_test, k_eval, draws=args.eval_draws)
-            batch = float(jnp.mean(jnp.stack(recent)))
+            test = evaluate(eqx.combine(carry[2], static), schedule, x_test, k_eval, draws=args.eval_draws)
+            batch = float(np.mean(np.concatenate(recent)))
             history.append({"step": stop, "train_batch_loss": round(batch, 5), "ema_test_loss": round(test, 5),
                             "seconds": round(time.perf_counter() - train_start, 1)})
             recent = []
@@ -184,7 +186,7 @@ def train(args) -> None:
     bar.close()
     train_seconds = time.perf_counter() - train_start
 
-    network = eqx.combine(ema, static)  # the EMA weights are the ones saved
+    network = eqx.combine(carry[2], static)  # the EMA weights are the ones saved
     final_train = evaluate(network, schedule, x_train, k_eval, draws=args.eval_draws)
     final_test = evaluate(network, schedule, x_test, k_eval, draws=args.eval_draws)
     print(f"final EMA eps loss: train {final_train:.4f}, test {final_test:.4f} "
@@ -210,7 +212,7 @@ def train(args) -> None:
         "weights_format": "equinox.tree_serialise_leaves (numpy .npy records, no pickle); EMA weights",
         "sha256": zoo.sha256(weights),
         "training": {
-            "command": "python models/digits/train.py " + " ".join(args.argv),
+            "command": " ".join(["python models/digits/train.py", *args.argv]),
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
             "optimizer": f"clip_by_global_norm(1) + adamw(lr={args.lr:g}, weight_decay={args.weight_decay:g}), "
                          f"{args.warmup} warm-up steps then cosine decay to lr/100",
@@ -234,7 +236,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=200)
@@ -247,11 +249,14 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=256, help="MLP: residual width")
     parser.add_argument("--depth", type=int, default=4, help="MLP: residual blocks")
     parser.add_argument("--emb-dim", type=int, default=64, help="time-embedding width")
+    parser.add_argument("--chunk", type=int, default=50, help="training steps per jitted lax.scan call")
     parser.add_argument("--eval-every", type=int, default=500, help="test-loss check interval (0: never)")
     parser.add_argument("--eval-draws", type=int, default=8, help="(t, eps) draws per image in evaluations")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
     parser.add_argument("--out", default=str(ZOO_DIR / "digits"), help="output folder")
     args = parser.parse_args(argv)
+    if not 0 <= args.warmup < args.steps:
+        parser.error(f"--warmup ({args.warmup}) must be smaller than --steps ({args.steps})")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     train(args)
 
