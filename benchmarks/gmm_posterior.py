@@ -39,6 +39,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _tables import fmt_row, print_table  # noqa: E402
+
 # Figures from straightforward implementations of the methods (the MCGdiff paper's problem, 100 steps),
 # quoted for reference, not recomputed: SW / floor and log Zhat - log Z.
 REFERENCE_RATIO = {
@@ -122,18 +125,6 @@ SMC_LABELS = ["bootstrap", "twisted", "fk_steering(max)", "mcgdiff", "mcgdiff(es
 
 
 # --------------------------------------------------------------------------- helpers (as benchmarks/integrators.py)
-
-def fmt_row(cells, widths):
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-
-def print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(fmt_row(header, widths))
-    print(fmt_row(["-" * w for w in widths], widths))
-    for r in rows:
-        print(fmt_row(r, widths))
-
 
 def fnum(x, spec=".2f"):
     if x is None:

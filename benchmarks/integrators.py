@@ -33,6 +33,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _tables import fmt_row, print_table  # noqa: E402
+
 PEER = {  # a peer library, exact noise prediction, d = 64 problem: RMSE to the exact ODE endpoint
     "DPM-Solver++(2M)": {10: 1.74, 20: 0.61},
     "UniPC-2": {10: 0.89, 20: 0.36},
@@ -102,18 +105,6 @@ def exact_ode_endpoints(x_T_by_d: dict, alpha_1: float, s_1: float):
 
 
 # --------------------------------------------------------------------------- helpers
-
-def fmt_row(cells, widths):
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-
-def print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(fmt_row(header, widths))
-    print(fmt_row(["-" * w for w in widths], widths))
-    for r in rows:
-        print(fmt_row(r, widths))
-
 
 def timed(fn, repeats):
     """Median wall time of ``repeats`` calls of ``fn`` (its result blocked on)."""
