@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from pp_diffusion import _progress
 from pp_diffusion.diagnostics import to_datatree
 from pp_diffusion.program import inspect_program
 from pp_diffusion.samplers import Sampler
@@ -30,10 +31,10 @@ def _fingerprint(value):
     return (arr.shape, str(arr.dtype), hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest())
 
 
-def _compiled_run(program, sampler, info, data):
-    """The jitted ``vmap`` of ``sampler.run`` over chain keys, cached per (program, sampler, data),
-    so a repeated ``infer`` call reuses its compilation."""
-    key = (id(program), id(sampler), tuple(sorted((k, _fingerprint(v)) for k, v in data.items())))
+def _compiled_run(program, sampler, info, data, progress: bool):
+    """The jitted ``vmap`` of ``sampler.run`` over chain keys, cached per (program, sampler, data,
+    progress), so a repeated ``infer`` call reuses its compilation."""
+    key = (id(program), id(sampler), tuple(sorted((k, _fingerprint(v)) for k, v in data.items())), progress)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is program and hit[1] is sampler:
         _CACHE.move_to_end(key)
@@ -46,7 +47,8 @@ def _compiled_run(program, sampler, info, data):
     return run_all
 
 
-def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) -> xr.DataTree:
+def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_bar: bool | None = None,
+          **data) -> xr.DataTree:
     """Sample the posterior of ``program(**data)`` with ``sampler``.
 
     Parameters
@@ -60,6 +62,9 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) ->
     num_chains
         Number of independent runs; they become the DataTree's ``chain`` dimension, so
         ``arviz.rhat`` compares them.
+    progress_bar
+        Show a ``tqdm`` bar over the reverse-diffusion steps for runs longer than a couple of
+        seconds. ``None`` (default): on, except under pytest or with ``PP_DIFFUSION_PROGRESS=0``.
     **data
         Keyword arguments of ``program`` (observations among them).
 
@@ -88,8 +93,10 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) ->
             f"{sorted(info.observed)}; use a conditioning sampler (pp_diffusion.smc, pp_diffusion.guidance)"
         )
 
-    run_all = _compiled_run(program, sampler, info, data)
-    out = run_all(keys)
+    progress = _progress.default_enabled() if progress_bar is None else bool(progress_bar)
+    run_all = _compiled_run(program, sampler, info, data, progress)
+    with _progress.tracing(progress), _progress.bar(info.prior.steps, sampler.name, progress):
+        out = jax.block_until_ready(run_all(keys))
     if "degenerate" in out.run_stats and np.any(np.asarray(out.run_stats["degenerate"])):
         bad = np.flatnonzero(np.asarray(out.run_stats["degenerate"])).tolist()
         warnings.warn(

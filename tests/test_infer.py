@@ -196,3 +196,45 @@ def test_iid_num_samples_must_be_a_positive_integer():
     for bad in [0, -1, 2.5, True]:
         with pytest.raises(ValueError, match="num_samples"):
             ppd.iid(bad)
+
+
+# --------------------------------------------------------------------------- progress bar
+
+
+def _bar_lines(err: str) -> list[str]:
+    return [part for part in err.replace("\r", "\n").split("\n") if "step" in part and "/" in part]
+
+
+@pytest.mark.parametrize("make_sampler, steps", [(lambda: ppd.iid(8), 30), (lambda: ppd.smc.bootstrap(8), 25)])
+def test_progress_bar_counts_every_step(monkeypatch, make_sampler, steps):
+    import tqdm.auto
+
+    closed = {}
+
+    class Recording(tqdm.auto.tqdm):
+        def close(self):  # tqdm may close a bar more than once
+            closed.setdefault(id(self), (self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    mixture = GaussianMixture(np.ones(2), np.array([[-2.0], [2.0]]), np.full(2, 0.25))
+    prior = DiffusionPrior(mixture.diffusion_model(schedules.VPLinear()), steps=steps)
+
+    def program(y=None):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(x, 1.0), obs=y)
+
+    data = {"y": jnp.array([0.5])} if make_sampler().conditions else {}
+    ppd.infer(program, make_sampler(), jax.random.key(0), num_chains=3, progress_bar=True, **data)
+    ppd.infer(program, make_sampler(), jax.random.key(1), num_chains=3, progress_bar=False, **data)
+    assert list(closed.values()) == [(steps, steps)]  # one bar, on the first run only, at every step once
+
+
+def test_progress_bar_is_off_by_default_under_pytest(capsys):
+    from pp_diffusion import _progress
+
+    assert not _progress.default_enabled()
+    mixture = GaussianMixture(np.ones(1), np.zeros((1, 1)), np.ones(1))
+    prior = DiffusionPrior(mixture.diffusion_model(schedules.VPLinear()), steps=10)
+    ppd.infer(lambda: numpyro.sample("x", prior), ppd.iid(4), jax.random.key(1))
+    assert _bar_lines(capsys.readouterr().err) == []

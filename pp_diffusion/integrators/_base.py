@@ -7,6 +7,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pp_diffusion import _progress
+
 
 class IntegratorState(NamedTuple):
     """State carried between steps, for one unbatched sample (callers ``vmap`` over particles).
@@ -76,9 +78,11 @@ def integrate(rng_key, integrator: Integrator, model, x_T, times, *, return_traj
     keys = jax.random.split(rng_key, times.shape[0] - 1)
 
     def body(state, inputs):
-        key, t, s = inputs
+        key, t, s, index = inputs
         state, info = integrator.step(key, state, model, t, s)
+        _progress.tick(index)
         return state, ((state.x, info) if return_trajectory else info)
 
-    state, out = jax.lax.scan(body, integrator.init(x_T), (keys, times[:-1], times[1:]))
+    steps = jnp.arange(times.shape[0] - 1)
+    state, out = jax.lax.scan(body, integrator.init(x_T), (keys, times[:-1], times[1:], steps))
     return (out if return_trajectory else (state.x, out))

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from pp_diffusion import _progress
 from pp_diffusion.program import FeynmanKacModel, feynman_kac
 from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int
 
@@ -154,6 +155,7 @@ def run_smc(
         num_nan = jnp.sum(jnp.isnan(new_state.particles.incr))
         ess = 1.0 / jnp.sum(new_state.weights**2)
         step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan)
+        _progress.tick(index)
         return (new_state, log_z + info.log_likelihood_increment), step_info
 
     keys = jax.random.split(rng_key, num_steps)
