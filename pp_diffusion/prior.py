@@ -67,7 +67,7 @@ class DiffusionPrior(dist.Distribution):
         if integrator is not None and not isinstance(integrator, Integrator):
             raise TypeError(f"integrator must be a pp_diffusion.integrators.Integrator, got {type(integrator).__name__}")
         self.model = model
-        self.times = as_grid(model.schedule, steps, grid)
+        self.times = as_grid(model.schedule, steps, grid, model.t_start)
         self.steps = int(steps)
         self.eta = None if integrator is not None else (1.0 if eta is None else float(eta))
         self.integrator = integrator if integrator is not None else ddim(self.eta)

@@ -15,6 +15,8 @@ a sampler takes ``steps`` transitions along them.
 
 from __future__ import annotations
 
+import inspect
+
 import abc
 from typing import Callable
 
@@ -225,10 +227,10 @@ def _check_steps(steps) -> int:
     return int(steps)
 
 
-def uniform_t(schedule: Schedule, steps: int) -> jnp.ndarray:
-    """``steps + 1`` times uniform in t from 1 to 0."""
+def uniform_t(schedule: Schedule, steps: int, t_start: float = 1.0) -> jnp.ndarray:
+    """``steps + 1`` times uniform in t from ``t_start`` to 0."""
     steps = _check_steps(steps)
-    return jnp.linspace(1.0, 0.0, steps + 1)
+    return jnp.linspace(t_start, 0.0, steps + 1)
 
 
 def _invert_log_snr(schedule: Schedule, lam: jnp.ndarray, iters: int = 60) -> jnp.ndarray:
@@ -243,47 +245,58 @@ def _invert_log_snr(schedule: Schedule, lam: jnp.ndarray, iters: int = 60) -> jn
     return 0.5 * (lo + hi)
 
 
-def uniform_log_snr(schedule: Schedule, steps: int, t_min: float = 1e-3) -> jnp.ndarray:
-    """Times uniform in log-SNR between t = 1 and ``t_min``, then a final step to t = 0 (DPM-Solver's grid)."""
+def uniform_log_snr(schedule: Schedule, steps: int, t_min: float = 1e-3, t_start: float = 1.0) -> jnp.ndarray:
+    """Times uniform in log-SNR between ``t_start`` and ``t_min``, then a final step to t = 0 (DPM-Solver's grid)."""
     steps = _check_steps(steps)
     if steps == 1:
-        return jnp.array([1.0, 0.0])
-    lam = jnp.linspace(schedule.log_snr(1.0), schedule.log_snr(t_min), steps)
-    t = _invert_log_snr(schedule, lam).at[0].set(1.0)
+        return jnp.array([t_start, 0.0])
+    lam = jnp.linspace(schedule.log_snr(t_start), schedule.log_snr(t_min), steps)
+    t = _invert_log_snr(schedule, lam).at[0].set(t_start)
     return jnp.concatenate([t, jnp.zeros(1)])
 
 
-def karras(schedule: Schedule, steps: int, rho: float = 7.0, t_min: float = 1e-3) -> jnp.ndarray:
-    """Karras et al. (2022) grid: sigma/alpha interpolated in the 1/rho power, then a final step to 0."""
+def karras(schedule: Schedule, steps: int, rho: float = 7.0, t_min: float = 1e-3,
+           t_start: float = 1.0) -> jnp.ndarray:
+    """Karras et al. (2022) grid: sigma/alpha interpolated in the 1/rho power from ``t_start`` to
+    ``t_min``, then a final step to 0."""
     steps = _check_steps(steps)
     if steps == 1:
-        return jnp.array([1.0, 0.0])
+        return jnp.array([t_start, 0.0])
     s = lambda t: jnp.exp(-0.5 * schedule.log_snr(t))  # sigma / alpha
-    lo, hi = s(t_min) ** (1 / rho), s(1.0) ** (1 / rho)
+    lo, hi = s(t_min) ** (1 / rho), s(t_start) ** (1 / rho)
     ramp = jnp.linspace(0.0, 1.0, steps)
     lam = -2.0 * rho * jnp.log(hi + ramp * (lo - hi))
-    t = _invert_log_snr(schedule, lam).at[0].set(1.0)
+    t = _invert_log_snr(schedule, lam).at[0].set(t_start)
     return jnp.concatenate([t, jnp.zeros(1)])
 
 
 Grid = Callable[[Schedule, int], jnp.ndarray]
 
 
-def as_grid(schedule: Schedule, steps: int, grid: Grid | ArrayLike | None) -> jnp.ndarray:
+def as_grid(schedule: Schedule, steps: int, grid: Grid | ArrayLike | None, t_start: float = 1.0) -> jnp.ndarray:
     """Resolve ``grid`` (a grid function, an explicit array of times, or None = uniform t) and check it.
 
-    Runs eagerly even inside a ``jax.jit`` trace (a prior may be built inside a program body).
+    Grid functions that take a ``t_start`` keyword (the built-in ones) start there; an explicit
+    array is used as given. Runs eagerly even inside a ``jax.jit`` trace (a prior may be built
+    inside a program body).
     """
     with jax.ensure_compile_time_eval():
-        return _as_grid(schedule, steps, grid)
+        return _as_grid(schedule, steps, grid, t_start)
 
 
-def _as_grid(schedule, steps, grid):
+def _takes_t_start(grid) -> bool:
+    try:
+        return "t_start" in inspect.signature(grid).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_grid(schedule, steps, grid, t_start):
     steps = _check_steps(steps)
     if grid is None:
-        times = uniform_t(schedule, steps)
+        times = uniform_t(schedule, steps, t_start)
     elif callable(grid):
-        times = grid(schedule, steps)
+        times = grid(schedule, steps, t_start=t_start) if _takes_t_start(grid) else grid(schedule, steps)
     else:
         times = jnp.asarray(grid, dtype=jnp.float32)
     times = np.asarray(times)

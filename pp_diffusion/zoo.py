@@ -142,6 +142,8 @@ def load(name: str) -> DiffusionModel:
         tuple(meta["event_shape"]),
         name=name,
         data_var=meta["data_var"],
+        data_range=meta.get("data_range"),
+        t_start=meta.get("t_start", 1.0),
     )
 
 

@@ -199,3 +199,60 @@ def test_schedule_must_be_a_schedule(schedule):
 def test_event_shape_normalised():
     assert DiffusionModel(_linear_net, "x0", S.EDM(), 4).event_shape == (4,)
     assert DiffusionModel(_linear_net, "x0", S.EDM(), [2, 3]).event_shape == (2, 3)
+
+
+# --------------------------------------------------------------------------- data_range and t_start
+
+
+def test_data_range_clips_the_denoiser_and_keeps_eps_consistent():
+    import pp_diffusion as ppd
+
+    sched = ppd.schedules.VPCosine()
+    # an eps "network" that is off by a constant: xhat_0 overshoots the data range at high noise
+    network = lambda x, t: x / sched.sigma(t) * 0.0 + 0.3
+    raw = ppd.DiffusionModel(network, "eps", sched, (5,))
+    clipped = ppd.DiffusionModel(network, "eps", sched, (5,), data_range=(-1.0, 1.0))
+    x = jnp.linspace(-2.0, 2.0, 5)
+    for t in (0.2, 0.9, 1.0):
+        alpha, sigma = sched.alpha(t), sched.sigma(t)
+        expected = jnp.clip((x - sigma * 0.3) / alpha, -1.0, 1.0)
+        np.testing.assert_allclose(clipped.denoise(x, t), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(raw.denoise(x, t), (x - sigma * 0.3) / alpha, rtol=1e-5)
+        # x_t = alpha xhat_0 + sigma eps holds for the clipped prediction, and score = -eps / sigma
+        np.testing.assert_allclose(alpha * clipped.denoise(x, t) + sigma * clipped.eps(x, t), x, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(clipped.score(x, t), -clipped.eps(x, t) / sigma, rtol=1e-5)
+    assert float(jnp.max(jnp.abs(raw.denoise(x, 1.0)))) > 10.0  # the clip did something
+
+
+@pytest.mark.parametrize("bad", [(1.0, -1.0), (0.0, 0.0), "ab", 3.0])
+def test_data_range_errors(bad):
+    import pp_diffusion as ppd
+
+    with pytest.raises(ValueError, match="data_range"):
+        ppd.DiffusionModel(lambda x, t: x, "eps", ppd.schedules.VPLinear(), (2,), data_range=bad)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, -0.1])
+def test_t_start_errors(bad):
+    import pp_diffusion as ppd
+
+    with pytest.raises(ValueError, match="t_start"):
+        ppd.DiffusionModel(lambda x, t: x, "eps", ppd.schedules.VPLinear(), (2,), t_start=bad)
+
+
+@pytest.mark.parametrize("grid", [None, "uniform_log_snr", "karras"])
+def test_prior_grids_start_at_the_models_t_start(grid):
+    import pp_diffusion as ppd
+
+    sched = ppd.schedules.VPCosine()
+    model = ppd.DiffusionModel(lambda x, t: x, "eps", sched, (2,), t_start=0.9)
+    prior = ppd.DiffusionPrior(model, steps=12, grid=None if grid is None else getattr(ppd.schedules, grid))
+    times = np.asarray(prior.times)
+    assert times[0] == pytest.approx(0.9) and times[-1] == 0.0 and times.size == 13
+    assert np.all(np.diff(times) < 0)
+    # the initial noise has the standard deviation of the marginal at t_start
+    x_T = prior.initial_noise(jax.random.key(0), 20_000)
+    assert float(jnp.std(x_T)) == pytest.approx(float(sched.sigma(0.9)), rel=0.02)
+    # an explicit grid is used as given
+    explicit = ppd.DiffusionPrior(model, steps=2, grid=[1.0, 0.5, 0.0])
+    np.testing.assert_allclose(explicit.times, [1.0, 0.5, 0.0])

@@ -38,6 +38,8 @@ def test_load_gives_a_ready_model(model, data):
     assert model.parameterization == "eps"
     assert isinstance(model.schedule, schedules.VPCosine)
     assert model.data_var == pytest.approx(float(data.x_train.var(axis=0).mean()), rel=1e-5)
+    assert model.data_range == (-1.0, 1.0) and data.x_train.min() == -1.0 and data.x_train.max() == 1.0
+    assert model.t_start == 0.95
     card = zoo.card("digits")
     assert card["num_parameters"] == networks.num_parameters(model.network)
     assert card["training"]["final_test_loss"] < 1.0
@@ -193,3 +195,32 @@ def test_zoo_files_are_package_data():
     assert files
     for f in files:
         assert any(fnmatch.fnmatch(f, g) for g in globs), f"{f} is not package data"
+
+
+def test_twisted_and_bootstrap_agree_on_the_evidence_of_an_inpainting_problem(model, data):
+    """On the digits model, conditioned on the left half of a test image, the twisted SMC and the
+    bootstrap filter estimate the same log p(y) (both are unbiased for p(y) under the chain). This
+    fails when the look-ahead twist at the highest noise levels is garbage (t_start = 1: twisted
+    gives about -1,400 nats against bootstrap's +5)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    mask = jnp.zeros((8, 8)).at[:, :4].set(1.0)
+    op = ppd.operators.Inpaint(mask)
+    x_true = jnp.asarray(data.x_test[0])
+    y = op(x_true) + 0.1 * jax.random.normal(jax.random.key(1), op(x_true).shape)
+    prior = ppd.DiffusionPrior(model, steps=40)
+
+    def program(y=None):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(op(x), 0.1), obs=y)
+
+    log_z = {}
+    for name, sampler in [("twisted", ppd.smc.twisted(64)), ("bootstrap", ppd.smc.bootstrap(64))]:
+        idata = ppd.infer(program, sampler, jax.random.key(0), num_chains=4, y=y)
+        log_z[name] = np.asarray(idata.sample_stats["log_evidence"])
+    # Z-hat (not log Z-hat) is unbiased: compare the chains' pooled estimates log mean_c Z-hat_c.
+    # Measured: twisted 4.9, bootstrap 6.5, with per-chain values from 0.3 to 7.3 at 64 particles.
+    pooled = {k: float(jax.scipy.special.logsumexp(v) - np.log(v.size)) for k, v in log_z.items()}
+    assert abs(pooled["twisted"] - pooled["bootstrap"]) < 3.0, log_z
+    assert log_z["twisted"].min() > pooled["bootstrap"] - 10.0, log_z

@@ -205,6 +205,9 @@ def train(args) -> None:
         "schedule": {"class": "VPCosine", "s": schedule.s, "t_max": schedule.t_max},
         "event_shape": [8, 8],
         "data_var": data_var,
+        "data_range": [-1.0, 1.0],  # pixels scaled to [-1, 1]: xhat_0 is clipped to it (DiffusionModel.data_range)
+        # the chain starts at t = 0.95: see DiffusionModel.t_start (xhat_0 is unreliable above it)
+        "t_start": 0.95,
         "data": {"source": "sklearn.datasets.load_digits()", "scaling": "pixel / 8 - 1",
                  "split_file": zoo.DIGITS_SPLIT, "num_train": int(x_train.shape[0]),
                  "num_test": int(x_test.shape[0])},
