@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import hashlib
 import warnings
 
 import jax
@@ -21,26 +20,37 @@ _CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 _CACHE_SIZE = 16
 
 
+def _is_traced_data(value) -> bool:
+    """Arrays are passed to the compiled run as arguments; anything else (Python numbers, flags,
+    operators) is closed over, so a program may use it in Python control flow."""
+    return isinstance(value, (np.ndarray, jax.Array)) and value.dtype != object
+
+
 def _fingerprint(value):
+    if _is_traced_data(value):
+        return ("array", value.shape, str(value.dtype))
     try:
-        arr = np.asarray(value)
-    except Exception:  # not array-like: identity
+        return ("value", hash(value), type(value).__name__)
+    except TypeError:  # unhashable: identity
         return ("id", id(value))
-    if arr.dtype == object:
-        return ("id", id(value))
-    return (arr.shape, str(arr.dtype), hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest())
 
 
 def _compiled_run(program, sampler, info, data, progress: bool):
-    """The jitted ``vmap`` of ``sampler.run`` over chain keys, cached per (program, sampler, data,
-    progress), so a repeated ``infer`` call reuses its compilation."""
+    """The jitted ``vmap`` of ``sampler.run`` over chain keys, as a function of the keys and the
+    array-valued data, cached per (program, sampler, data shapes and other values, progress): a
+    repeated ``infer`` call, also with new observations of the same shape, reuses its compilation."""
     key = (id(program), id(sampler), tuple(sorted((k, _fingerprint(v)) for k, v in data.items())), progress)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is program and hit[1] is sampler:
         _CACHE.move_to_end(key)
         return hit[2]
-    context = sampler.setup(program, info, data)
-    run_all = jax.jit(jax.vmap(lambda k: sampler.run(k, context)))
+    static = {k: v for k, v in data.items() if not _is_traced_data(v)}
+
+    def run_all(keys, arrays):
+        context = sampler.setup(program, info, {**static, **arrays})
+        return jax.vmap(lambda k: sampler.run(k, context))(keys)
+
+    run_all = jax.jit(run_all)
     _CACHE[key] = (program, sampler, run_all)  # strong references keep the ids valid
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -96,7 +106,7 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
     progress = _progress.default_enabled() if progress_bar is None else bool(progress_bar)
     run_all = _compiled_run(program, sampler, info, data, progress)
     with _progress.tracing(progress), _progress.bar(info.prior.steps, sampler.name, progress):
-        out = jax.block_until_ready(run_all(keys))
+        out = jax.block_until_ready(run_all(keys, {k: v for k, v in data.items() if _is_traced_data(v)}))
     if "degenerate" in out.run_stats and np.any(np.asarray(out.run_stats["degenerate"])):
         bad = np.flatnonzero(np.asarray(out.run_stats["degenerate"])).tolist()
         warnings.warn(

@@ -93,8 +93,10 @@ class LinearGaussian(NamedTuple):
 
     @classmethod
     def build(cls, A, y, noise_var) -> "LinearGaussian":
+        """From concrete ``A`` and ``noise_var`` (the SVD is computed eagerly, in float64); ``y``
+        may be traced, so one compiled run serves every observed value."""
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
-        y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+        y = jnp.atleast_1d(jnp.asarray(y, dtype=jnp.float32))
         var = np.broadcast_to(np.asarray(noise_var, dtype=np.float64), y.shape)
         if A.shape[0] != y.shape[0] or y.ndim != 1:
             raise ValueError(f"y must have shape ({A.shape[0]},) to match A {A.shape}, got {y.shape}")
@@ -102,8 +104,10 @@ class LinearGaussian(NamedTuple):
             raise ValueError("noise variances must be positive")
         w = 1.0 / np.sqrt(var)
         u, s, vt = np.linalg.svd(w[:, None] * A, full_matrices=False)
-        f32 = lambda a: jnp.asarray(a, dtype=jnp.float32)
-        return cls(f32(A), f32(y), f32(var), f32(u), f32(s), f32(vt), f32(w * y), f32(np.sum(np.log(var))))
+        with jax.ensure_compile_time_eval():  # concrete even under jit: mcgdiff reads them eagerly
+            A, var, u, s, vt, w, log_det = (jnp.asarray(a, dtype=jnp.float32)
+                                            for a in (A, var, u, s, vt, w, np.sum(np.log(var))))
+        return cls(A, y, var, u, s, vt, w * y, log_det)
 
     def log_likelihood(self, x0, extra_var=0.0):
         """log N(y; A x0, diag(noise_var) + extra_var A A^T) for flattened x0 (extra_var a scalar)."""

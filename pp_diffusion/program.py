@@ -180,25 +180,28 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
             values.append(jnp.reshape(site["value"], -1))
         return jnp.concatenate(locs), jnp.concatenate(scales), jnp.concatenate(values)
 
-    d = int(np.prod(event_shape))
-    probe = pieces(jnp.zeros(d))
-    if probe is None:
-        return None
-    loc_fn = lambda x: pieces(x)[0]
-    k1, k2 = jax.random.split(jax.random.key(1))
-    p1, p2 = jax.random.normal(k1, (d,)), 3.0 * jax.random.normal(k2, (d,))
-    A = np.asarray(jax.jacfwd(loc_fn)(p1), dtype=np.float64)
-    b = np.asarray(probe[0], dtype=np.float64)
-    # probe on both sides of the origin and over four decades of scale: two points of scale ~1
-    # miss piecewise-linear locs (a clip to [-1, 1] looks like the identity there)
-    for p in (p1, -p1, p2, 0.01 * p2, 100.0 * p2):
-        loc, sc, _ = pieces(p)
-        expected = A @ np.asarray(p, dtype=np.float64) + b
-        tol = 1e-4 * (1.0 + np.abs(expected).max())
-        if np.abs(np.asarray(loc) - expected).max() > tol or not np.allclose(np.asarray(sc), np.asarray(probe[1])):
+    # The structure (A, b, the noise scales) must be concrete even when the observed values are
+    # traced (infer passes data as jit arguments): only y may stay a tracer.
+    with jax.ensure_compile_time_eval():
+        d = int(np.prod(event_shape))
+        probe = pieces(jnp.zeros(d))
+        if probe is None:
             return None
-    y = np.asarray(probe[2], dtype=np.float64) - b
-    return LinearGaussian.build(A, y, np.asarray(probe[1], dtype=np.float64) ** 2)
+        loc_fn = lambda x: pieces(x)[0]
+        k1, k2 = jax.random.split(jax.random.key(1))
+        p1, p2 = jax.random.normal(k1, (d,)), 3.0 * jax.random.normal(k2, (d,))
+        A = np.asarray(jax.jacfwd(loc_fn)(p1), dtype=np.float64)
+        b = np.asarray(probe[0], dtype=np.float64)
+        # probe on both sides of the origin and over four decades of scale: two points of scale ~1
+        # miss piecewise-linear locs (a clip to [-1, 1] looks like the identity there)
+        for p in (p1, -p1, p2, 0.01 * p2, 100.0 * p2):
+            loc, sc, _ = pieces(p)
+            expected = A @ np.asarray(p, dtype=np.float64) + b
+            tol = 1e-4 * (1.0 + np.abs(expected).max())
+            if np.abs(np.asarray(loc) - expected).max() > tol or not np.allclose(np.asarray(sc), np.asarray(probe[1])):
+                return None
+        noise_var = np.asarray(probe[1], dtype=np.float64) ** 2
+    return LinearGaussian.build(A, probe[2] - jnp.asarray(b, jnp.float32), noise_var)
 
 
 class FeynmanKacModel(NamedTuple):
@@ -228,7 +231,8 @@ class FeynmanKacModel(NamedTuple):
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
-    """Build the Feynman–Kac model of a conditioned program (eagerly: call outside ``jax.jit``).
+    """Build the Feynman–Kac model of a conditioned program. Array-valued observations may be
+    traced (``infer`` passes them as arguments of its compiled run); the structure is read eagerly.
 
     ``data_var`` overrides the model's ``data_var`` in the variance-corrected Gaussian twist."""
     from pp_diffusion import potentials

@@ -238,3 +238,32 @@ def test_progress_bar_is_off_by_default_under_pytest(capsys):
     prior = DiffusionPrior(mixture.diffusion_model(schedules.VPLinear()), steps=10)
     ppd.infer(lambda: numpyro.sample("x", prior), ppd.iid(4), jax.random.key(1))
     assert _bar_lines(capsys.readouterr().err) == []
+
+
+# --------------------------------------------------------------------------- one compilation per shape
+
+
+@pytest.mark.parametrize("make_sampler", [lambda: ppd.smc.twisted(16), lambda: ppd.smc.mcgdiff(16)])
+def test_new_observations_of_the_same_shape_reuse_the_compiled_run(make_sampler):
+    from pp_diffusion import _infer
+
+    setups = []
+    base = make_sampler()
+    sampler = base._replace(setup=lambda *a: setups.append(1) or base.setup(*a))
+
+    def program(y=None):
+        x = numpyro.sample("x", PRIOR)
+        numpyro.sample("y", dist.Normal(x[0] - x[1], 0.5), obs=y)
+
+    first = ppd.infer(program, sampler, jax.random.key(0), num_chains=2, y=jnp.array(1.0))
+    second = ppd.infer(program, sampler, jax.random.key(0), num_chains=2, y=jnp.array(-3.0))
+    assert len(setups) == 1  # traced once: y is an argument of the compiled run
+    _infer._CACHE.clear()
+    fresh = ppd.infer(program, sampler, jax.random.key(0), num_chains=2, y=jnp.array(-3.0))
+    assert len(setups) == 2
+    np.testing.assert_allclose(second.posterior["x"], fresh.posterior["x"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second.sample_stats["log_evidence"], fresh.sample_stats["log_evidence"], rtol=1e-5)
+    # and the observation did change the answer: the posterior of x0 - x1 follows y
+    diff = lambda idata: float(np.mean(idata.posterior["x"][..., 0] - idata.posterior["x"][..., 1]))
+    assert diff(first) - diff(second) > 1.0
+    assert float(second.observed_data["y"]) == -3.0

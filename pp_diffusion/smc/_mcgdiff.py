@@ -72,8 +72,8 @@ class _Observation:
         self.alpha_tau = jnp.asarray(a_tau, jnp.float32)
         self.sigma_tau = jnp.asarray(sigmas[self.pin], jnp.float32)
         self.v = jnp.asarray(np.maximum(a_tau**2 * noise**2 - sigmas[self.pin] ** 2, 0.0), jnp.float32)
-        ybar = (np.asarray(lg.u, np.float64).T @ np.asarray(lg.y_white, np.float64)) / s
-        self.z = jnp.asarray(a_tau * ybar, jnp.float32)
+        ybar = (lg.u.T @ lg.y_white) / jnp.asarray(s, jnp.float32)  # y may be traced
+        self.z = jnp.asarray(a_tau, jnp.float32) * ybar
         self.vt = lg.vt
         self.kappa = float(kappa)
         self.log_z_correction = float(np.sum(np.log(a_tau)) - np.sum(np.log(s)) - 0.5 * float(lg.log_det_noise))
@@ -149,7 +149,8 @@ def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Calla
 
     def setup(program, info, data):
         fk = feynman_kac(program, info, data)
-        return fk, _Observation(fk, kappa)
+        with jax.ensure_compile_time_eval():  # the NumPy part stays eager when y is traced
+            return fk, _Observation(fk, kappa)
 
     def run(rng_key, context) -> SamplerOutput:
         fk, obs = context
