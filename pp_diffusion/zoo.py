@@ -181,8 +181,10 @@ def load_classifier(name: str = "digits_classifier", noise_conditional: bool = F
     >>> import jax, pp_diffusion as ppd
     >>> f = ppd.zoo.load_classifier("digits_classifier")
     >>> data = ppd.zoo.digits_data()
-    >>> f(data.x_test[0]).shape, int(f(data.x_test[0]).argmax()) == data.y_test[0]
-    ((10,), True)
+    >>> f(data.x_test[0]).shape
+    (10,)
+    >>> int(f(data.x_test[0]).argmax()) == int(data.y_test[0])
+    True
     """
     meta = _metadata(name)
     if meta.get("kind", "diffusion") != "classifier":

@@ -75,7 +75,8 @@ def main(argv=None):
           f"total variance of the test features {np.trace(np.cov(f_test, rowvar=False)):.3f}): "
           f"{len(x)} draws {fd_draws:.3f}, {len(f_train)} training images {fd_train:.3f}; ratio {fd_draws / fd_train:.2f}")
     # The scale of the statistic's noise: halves of the draws against random halves of the training
-    # images (drawn without replacement, so no duplicates; their class balance fluctuates like draws' do).
+    # images (drawn without replacement, so no duplicates; their class balance fluctuates about half as
+    # much as that of independent draws: a slightly optimistic reference).
     half = min(len(x) // 2, len(f_train))
     if args.reference and half >= 2:
         rng = np.random.default_rng(args.seed)
