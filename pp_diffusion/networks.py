@@ -1,7 +1,8 @@
-"""Equinox denoising networks used by the model zoo (and usable for one's own models).
+"""Equinox denoising networks and classifiers used by the model zoo (and usable for one's own models).
 
-Every network here is called on one unbatched input and a scalar time, ``network(x, t)``, the
-convention of :class:`~pp_diffusion.DiffusionModel`; batch with ``jax.vmap``. The zoo rebuilds a
+Every denoising network here is called on one unbatched input and a scalar time, ``network(x, t)``,
+the convention of :class:`~pp_diffusion.DiffusionModel`; a :class:`Classifier` on one unbatched
+input, ``f(x)``, or with a time, ``g(x_t, t)``, when noise-conditional; batch with ``jax.vmap``. The zoo rebuilds a
 network from the JSON hyper-parameters stored next to its weights (:meth:`UNet.config`), so a
 checkpoint needs no pickle.
 

@@ -98,7 +98,8 @@ def card(name: str) -> dict:
     """The metadata of zoo model ``name`` (a copy of its ``model.json``): network class and
     hyper-parameters, parameter count, parameterization, schedule, event shape, data variance,
     data set and split, the training run (seed, steps, optimiser, wall time, machine) and the final
-    train and test losses. The full model card is ``models/<name>/CARD.md`` in the repository."""
+    train and test losses (for a classifier: per network, under ``networks``, and accuracies).
+    The full model card is ``models/<name>/CARD.md`` in the repository."""
     return copy.deepcopy(_metadata(name))
 
 
