@@ -1,7 +1,8 @@
-"""Equinox denoising networks used by the model zoo (and usable for one's own models).
+"""Equinox denoising networks and classifiers used by the model zoo (and usable for one's own models).
 
-Every network here is called on one unbatched input and a scalar time, ``network(x, t)``, the
-convention of :class:`~pp_diffusion.DiffusionModel`; batch with ``jax.vmap``. The zoo rebuilds a
+Every denoising network here is called on one unbatched input and a scalar time, ``network(x, t)``,
+the convention of :class:`~pp_diffusion.DiffusionModel`; a :class:`Classifier` on one unbatched
+input, ``f(x)``, or with a time, ``g(x_t, t)``, when noise-conditional; batch with ``jax.vmap``. The zoo rebuilds a
 network from the JSON hyper-parameters stored next to its weights (:meth:`UNet.config`), so a
 checkpoint needs no pickle.
 
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["sinusoidal_embedding", "TimeEmbedding", "Conv2d", "GroupNorm", "ResBlock", "UNet", "ResidualMLP",
-           "num_parameters"]
+           "Classifier", "num_parameters"]
 
 
 def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0, scale: float = 1_000.0):
@@ -150,20 +151,21 @@ def _groups(channels: int) -> int:
 
 class ResBlock(eqx.Module):
     """GroupNorm-SiLU-conv, plus a per-channel shift from the time embedding, GroupNorm-SiLU-conv,
-    and a (1x1 projected) residual connection (the DDPM ResNet block)."""
+    and a (1x1 projected) residual connection (the DDPM ResNet block). With ``emb_dim=None`` the
+    block has no time input (call it with ``emb=None``)."""
 
     norm1: GroupNorm
     conv1: Conv2d
-    emb: eqx.nn.Linear
+    emb: eqx.nn.Linear | None
     norm2: GroupNorm
     conv2: Conv2d
     skip: Conv2d | None
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, *, key):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int | None, *, key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         self.norm1 = GroupNorm(_groups(c_in), c_in)
         self.conv1 = Conv2d(c_in, c_out, 3, key=k1)
-        self.emb = eqx.nn.Linear(emb_dim, c_out, key=k2)
+        self.emb = eqx.nn.Linear(emb_dim, c_out, key=k2) if emb_dim is not None else None
         self.norm2 = GroupNorm(_groups(c_out), c_out)
         # Zero-initialised last conv: every block starts as the identity (Goyal et al., 2017).
         self.conv2 = Conv2d(c_out, c_out, 3, key=k3, zero=True)
@@ -171,7 +173,8 @@ class ResBlock(eqx.Module):
 
     def __call__(self, x, emb):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
-        h = h + self.emb(jax.nn.silu(emb))
+        if self.emb is not None:
+            h = h + self.emb(jax.nn.silu(emb))
         h = self.conv2(jax.nn.silu(self.norm2(h)))
         return h + (x if self.skip is None else self.skip(x))
 
@@ -345,6 +348,104 @@ class ResidualMLP(eqx.Module):
         for norm, hidden, proj in zip(self.norms, self.hidden, self.proj):
             h = h + proj(jax.nn.silu(hidden(norm(h + emb))))
         return self.linear_out(h).reshape(self.event_shape)
+
+
+class Classifier(eqx.Module):
+    """A small convolutional classifier of single-channel square images, clean or noise-conditional.
+
+    ``classifier(x)`` (or ``classifier(x, t)`` when ``time_conditional``) maps one unbatched image
+    ``(size, size)`` to ``num_classes`` logits. Layers: a 3x3 conv in, then per resolution level
+    ``blocks`` residual blocks (:class:`ResBlock`, with the time embedding when noise-conditional)
+    and a stride-2 conv between levels, then GroupNorm-SiLU and a global mean over positions: the
+    :meth:`features` (width ``channels * channel_mult[-1]``), and a linear map to the logits.
+
+    A noise-conditional classifier models p(c | x_t, t) for x_t = alpha_t x_0 + sigma_t eps, the
+    classifier of classifier guidance (Dhariwal & Nichol, 2021); the clean one's features play the
+    part of Inception features in a Frechet distance (Heusel et al., 2017).
+
+    Parameters
+    ----------
+    size
+        Image side; must be divisible by ``2 ** (len(channel_mult) - 1)``.
+    channels, channel_mult
+        Width of the first level and the width multiplier of each level.
+    blocks
+        Residual blocks per level.
+    num_classes
+        Number of logits.
+    emb_dim
+        Width of the time embedding of a noise-conditional classifier; ``None``: a clean classifier.
+    """
+
+    size: int = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
+    channel_mult: tuple[int, ...] = eqx.field(static=True)
+    blocks: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+    emb_dim: int | None = eqx.field(static=True)
+    time_embedding: TimeEmbedding | None
+    conv_in: Conv2d
+    levels: list
+    downsample: list
+    norm_out: GroupNorm
+    linear_out: eqx.nn.Linear
+
+    def __init__(self, size: int = 8, channels: int = 32, channel_mult=(1, 2), blocks: int = 1,
+                 num_classes: int = 10, emb_dim: int | None = None, *, key):
+        channel_mult = tuple(int(m) for m in channel_mult)
+        if size % (2 ** (len(channel_mult) - 1)):
+            raise ValueError(f"size {size} is not divisible by 2 ** {len(channel_mult) - 1}")
+        keys = iter(jax.random.split(key, 4 + len(channel_mult) * (blocks + 1)))
+        self.size, self.channels, self.channel_mult = int(size), int(channels), channel_mult
+        self.blocks, self.num_classes = int(blocks), int(num_classes)
+        self.emb_dim = None if emb_dim is None else int(emb_dim)
+        self.time_embedding = (TimeEmbedding(min(self.emb_dim, 64), self.emb_dim, key=next(keys))
+                               if emb_dim is not None else None)
+        self.conv_in = Conv2d(1, channels, 3, key=next(keys))
+        self.levels, self.downsample = [], []
+        c = channels
+        for level, m in enumerate(channel_mult):
+            w = channels * m
+            level_blocks = []
+            for _ in range(blocks):
+                level_blocks.append(ResBlock(c, w, self.emb_dim, key=next(keys)))
+                c = w
+            self.levels.append(level_blocks)
+            if level < len(channel_mult) - 1:
+                self.downsample.append(Conv2d(c, c, 3, stride=2, key=next(keys)))
+        self.norm_out = GroupNorm(_groups(c), c)
+        self.linear_out = eqx.nn.Linear(c, num_classes, key=next(keys))
+
+    @property
+    def time_conditional(self) -> bool:
+        """Whether the classifier takes a time, ``classifier(x_t, t)``."""
+        return self.emb_dim is not None
+
+    def config(self) -> dict:
+        """The constructor's hyper-parameters (JSON-serialisable)."""
+        return {"size": self.size, "channels": self.channels, "channel_mult": list(self.channel_mult),
+                "blocks": self.blocks, "num_classes": self.num_classes, "emb_dim": self.emb_dim}
+
+    def features(self, x, t=None):
+        """The penultimate layer: the mean over positions of the last level's normalised activations."""
+        if x.shape != (self.size, self.size):
+            raise ValueError(f"Classifier expects one unbatched image of shape {(self.size, self.size)}, "
+                             f"got {x.shape}; use jax.vmap for batches")
+        if self.time_conditional and t is None:
+            raise ValueError("this classifier is noise-conditional: call it as classifier(x_t, t)")
+        if not self.time_conditional and t is not None:
+            raise ValueError("this classifier is a clean one: call it as classifier(x), without t")
+        emb = self.time_embedding(t) if self.time_conditional else None
+        h = self.conv_in(x[:, :, None])
+        for level, level_blocks in enumerate(self.levels):
+            for block in level_blocks:
+                h = block(h, emb)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+        return jnp.mean(jax.nn.silu(self.norm_out(h)), axis=(0, 1))
+
+    def __call__(self, x, t=None):
+        return self.linear_out(self.features(x, t))
 
 
 def num_parameters(module) -> int:

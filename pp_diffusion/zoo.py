@@ -3,6 +3,9 @@
 ``zoo.load(name)`` returns a :class:`~pp_diffusion.DiffusionModel` ready for
 :class:`~pp_diffusion.DiffusionPrior`; ``zoo.available()`` lists the names; ``zoo.card(name)``
 returns the model's metadata (data, split, architecture, parameter count, training run, losses).
+Classifiers (``"kind": "classifier"`` in their ``model.json``; ``zoo.available("classifier")``)
+load with ``zoo.load_classifier(name)``: a clean one for likelihoods and quality figures, a
+noise-conditional one for twists and guidance.
 
 Each model lives in ``pp_diffusion/_zoo/<name>/`` (package data, so it ships in the wheel):
 
@@ -32,11 +35,11 @@ import numpy as np
 from pp_diffusion import networks, schedules
 from pp_diffusion.model import DiffusionModel
 
-__all__ = ["available", "load", "card", "digits_data", "digits_images", "DigitsData", "ChecksumError", "build_network", "sha256"]
+__all__ = ["available", "load", "load_classifier", "card", "digits_data", "digits_images", "DigitsData", "ChecksumError", "build_network", "sha256"]
 
 _ZOO_DIR = Path(__file__).resolve().parent / "_zoo"
 _METADATA = "model.json"
-_NETWORKS = {"UNet": networks.UNet, "ResidualMLP": networks.ResidualMLP}
+_NETWORKS = {"UNet": networks.UNet, "ResidualMLP": networks.ResidualMLP, "Classifier": networks.Classifier}
 _SCHEDULES = {
     "VPCosine": schedules.VPCosine,
     "VPLinear": schedules.VPLinear,
@@ -51,15 +54,27 @@ class ChecksumError(ValueError):
     """A zoo weights file does not match the SHA-256 recorded in its ``model.json``."""
 
 
-def available() -> list[str]:
-    """Names of the models that ship with the package, sorted."""
+_KINDS = ("diffusion", "classifier")
+
+
+def _kind(folder: Path) -> str:
+    with open(folder / _METADATA, encoding="utf-8") as f:
+        return json.load(f).get("kind", "diffusion")
+
+
+def available(kind: str | None = "diffusion") -> list[str]:
+    """Names of the models of ``kind`` that ship with the package, sorted: ``"diffusion"`` (the
+    default; :func:`load`), ``"classifier"`` (:func:`load_classifier`) or ``None`` for all."""
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))} or None (all), got {kind!r}")
     if not _ZOO_DIR.is_dir():
         return []
-    return sorted(p.name for p in _ZOO_DIR.iterdir() if (p / _METADATA).is_file())
+    folders = [p for p in _ZOO_DIR.iterdir() if (p / _METADATA).is_file()]
+    return sorted(p.name for p in folders if kind is None or _kind(p) == kind)
 
 
 def _folder(name: str) -> Path:
-    names = available()
+    names = available(None)
     if not isinstance(name, str) or name not in names:
         raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(names) or '(none)'}")
     return _ZOO_DIR / name
@@ -83,7 +98,8 @@ def card(name: str) -> dict:
     """The metadata of zoo model ``name`` (a copy of its ``model.json``): network class and
     hyper-parameters, parameter count, parameterization, schedule, event shape, data variance,
     data set and split, the training run (seed, steps, optimiser, wall time, machine) and the final
-    train and test losses. The full model card is ``models/<name>/CARD.md`` in the repository."""
+    train and test losses (for a classifier: per network, under ``networks``, and accuracies).
+    The full model card is ``models/<name>/CARD.md`` in the repository."""
     return copy.deepcopy(_metadata(name))
 
 
@@ -104,6 +120,28 @@ def build_network(spec: dict, key=None):
     return _NETWORKS[kind](**spec["config"], key=jax.random.key(0) if key is None else key)
 
 
+def _checked_network(name: str, entry: dict):
+    """The network described by ``entry`` (``network``, ``weights``, ``sha256``) of zoo model ``name``,
+    its weights' SHA-256 checked first."""
+    folder = _folder(name)
+    weights = folder / entry["weights"]
+    if not weights.is_file():
+        raise FileNotFoundError(f"zoo model {name!r}: weights file {weights} is missing")
+    actual = sha256(weights)
+    if actual != entry["sha256"]:
+        raise ChecksumError(
+            f"zoo model {name!r}: checksum mismatch for {weights} (expected SHA-256 {entry['sha256']}, "
+            f"got {actual}); the file is corrupted or was modified. Reinstall pp_diffusion, or retrain "
+            f"with models/{name}/train.py, which rewrites the weights and their checksum."
+        )
+    skeleton = eqx.filter_eval_shape(build_network, entry["network"])
+    try:
+        return eqx.tree_deserialise_leaves(weights, skeleton)
+    except Exception as err:  # a file that matches its checksum but not the network in model.json
+        raise ValueError(f"zoo model {name!r}: {weights} does not fit the network described in "
+                         f"{folder / _METADATA}: {err}") from err
+
+
 def load(name: str) -> DiffusionModel:
     """The zoo model ``name`` as a :class:`~pp_diffusion.DiffusionModel`.
 
@@ -117,24 +155,11 @@ def load(name: str) -> DiffusionModel:
     >>> prior.sample(jax.random.key(0), (4,)).shape
     (4, 8, 8)
     """
-    folder = _folder(name)
     meta = _metadata(name)
-    weights = folder / meta["weights"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"zoo model {name!r}: weights file {weights} is missing")
-    actual = sha256(weights)
-    if actual != meta["sha256"]:
-        raise ChecksumError(
-            f"zoo model {name!r}: checksum mismatch for {weights} (expected SHA-256 {meta['sha256']}, "
-            f"got {actual}); the file is corrupted or was modified. Reinstall pp_diffusion, or retrain "
-            f"with models/{name}/train.py, which rewrites the weights and their checksum."
-        )
-    skeleton = eqx.filter_eval_shape(build_network, meta["network"])
-    try:
-        network = eqx.tree_deserialise_leaves(weights, skeleton)
-    except Exception as err:  # a file that matches its checksum but not the network in model.json
-        raise ValueError(f"zoo model {name!r}: {weights} does not fit the network described in "
-                         f"{folder / _METADATA}: {err}") from err
+    if meta.get("kind", "diffusion") != "diffusion":
+        raise ValueError(f"zoo model {name!r} is a {meta['kind']}, not a diffusion model: load it with "
+                         f"zoo.load_classifier({name!r}); diffusion models: {', '.join(available()) or '(none)'}")
+    network = _checked_network(name, meta)
     return DiffusionModel(
         network,
         meta["parameterization"],
@@ -145,6 +170,33 @@ def load(name: str) -> DiffusionModel:
         data_range=meta.get("data_range"),
         t_start=meta.get("t_start", 1.0),
     )
+
+
+def load_classifier(name: str = "digits_classifier", noise_conditional: bool = False):
+    """The classifier of zoo model ``name``: an Equinox module mapping one unbatched input to logits,
+    ``f(x)`` (clean) or, with ``noise_conditional=True``, ``g(x_t, t)``, a model of p(c | x_t, t) on the
+    schedule in ``card(name)["schedule"]`` (for :func:`pp_diffusion.potentials.classifier`'s
+    ``noisy_logits_fn``). ``f.features(x)`` is the penultimate layer (quality figures such as
+    :func:`pp_diffusion.metrics.frechet_distance`). The weights' SHA-256 is checked first, as in :func:`load`.
+
+    Examples
+    --------
+    >>> import jax, pp_diffusion as ppd
+    >>> f = ppd.zoo.load_classifier("digits_classifier")
+    >>> data = ppd.zoo.digits_data()
+    >>> f(data.x_test[0]).shape
+    (10,)
+    >>> int(f(data.x_test[0]).argmax()) == int(data.y_test[0])
+    True
+    """
+    meta = _metadata(name)
+    if meta.get("kind", "diffusion") != "classifier":
+        raise ValueError(f"zoo model {name!r} is a {meta.get('kind', 'diffusion')} model, not a classifier: "
+                         f"load it with zoo.load({name!r}); classifiers: {', '.join(available('classifier')) or '(none)'}")
+    which = "noise_conditional" if noise_conditional else "clean"
+    if which not in meta["networks"]:
+        raise ValueError(f"zoo classifier {name!r} has no {which} network; it has: {', '.join(meta['networks'])}")
+    return _checked_network(name, meta["networks"][which])
 
 
 # --------------------------------------------------------------------------- the digits data

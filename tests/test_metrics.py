@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from pp_diffusion.metrics import frechet_distance, gaussian_frechet_distance, nearest_neighbour_distance
 from pp_diffusion.metrics import sliced_wasserstein as _sliced_wasserstein
 
 KEY = jax.random.key(0)
@@ -101,3 +102,71 @@ def test_flattens_event_dimensions():
 def test_dimension_mismatch():
     with pytest.raises(ValueError, match="dimension"):
         _sliced_wasserstein(KEY, _normal(0, 10, 2), _normal(1, 10, 3))
+
+
+# --------------------------------------------------------------------------- Frechet distance
+
+
+def test_gaussian_frechet_distance_commuting_covariances():
+    """Diagonal covariances commute: the distance is |mu_a - mu_b|^2 + sum (sqrt(a_i) - sqrt(b_i))^2."""
+    rng = np.random.default_rng(0)
+    d = 6
+    mu_a, mu_b = rng.normal(size=d), rng.normal(size=d)
+    a, b = rng.uniform(0.1, 3.0, size=d), rng.uniform(0.1, 3.0, size=d)
+    exact = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert gaussian_frechet_distance(mu_a, np.diag(a), mu_b, np.diag(b)) == pytest.approx(exact, rel=1e-10)
+    # the same after a common rotation (commuting, not diagonal), and symmetric
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    ca, cb = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
+    assert gaussian_frechet_distance(q @ mu_a, ca, q @ mu_b, cb) == pytest.approx(exact, rel=1e-9)
+    assert gaussian_frechet_distance(q @ mu_b, cb, q @ mu_a, ca) == pytest.approx(exact, rel=1e-9)
+    assert gaussian_frechet_distance(mu_a, ca, mu_a, ca) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_gaussian_frechet_distance_non_commuting_and_singular():
+    """Against the 2x2 closed form Tr sqrt(M) = sqrt(Tr M + 2 sqrt(det M)) with M = Ca Cb, and a
+    rank-one covariance (W2 between a point mass and a Gaussian = |mu|^2 + Tr C)."""
+    ca = np.array([[2.0, 0.7], [0.7, 1.0]])
+    cb = np.array([[0.5, -0.3], [-0.3, 1.5]])
+    m = ca @ cb
+    trace_root = np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
+    exact = np.trace(ca) + np.trace(cb) - 2 * trace_root
+    assert gaussian_frechet_distance(np.zeros(2), ca, np.zeros(2), cb) == pytest.approx(exact, rel=1e-10)
+    mu = np.array([1.0, -2.0])
+    assert gaussian_frechet_distance(mu, np.zeros((2, 2)), np.zeros(2), cb) == pytest.approx(5.0 + 2.0, rel=1e-10)
+    v = np.array([[1.0], [2.0]])
+    rank_one = v @ v.T  # N(0, v v^T) vs N(0, c v v^T): W2^2 = (1 - sqrt(c))^2 |v|^2
+    assert gaussian_frechet_distance(np.zeros(2), rank_one, np.zeros(2), 4 * rank_one) == pytest.approx(5.0, rel=1e-8)
+
+
+def test_frechet_distance_of_samples():
+    rng = np.random.default_rng(1)
+    d, n = 4, 200_000
+    a = rng.normal(size=(n, d)) * np.sqrt([1.0, 2.0, 0.5, 1.0])
+    b = rng.normal(size=(n, d)) * np.sqrt([1.0, 0.5, 0.5, 3.0]) + [0.5, 0.0, 0.0, -0.5]
+    exact = 0.5 + (np.sqrt(2) - np.sqrt(0.5)) ** 2 + (1 - np.sqrt(3)) ** 2
+    assert frechet_distance(a, b) == pytest.approx(exact, abs=0.01)
+    # exactly the Gaussian formula at the sample moments (np.cov: the n - 1 normaliser)
+    small_a, small_b = a[:50].reshape(50, 2, 2), b[:70]
+    moments = lambda x: (x.reshape(len(x), -1).mean(0), np.cov(x.reshape(len(x), -1), rowvar=False))
+    expected = gaussian_frechet_distance(*moments(small_a), *moments(small_b))
+    assert frechet_distance(small_a, small_b) == pytest.approx(expected, rel=1e-12)
+    assert frechet_distance(a[:1000], a[:1000]) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="same dimension"):
+        frechet_distance(a, b[:, :3])
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        frechet_distance(a[:1], b)
+
+
+def test_nearest_neighbour_distance_matches_brute_force():
+    rng = np.random.default_rng(2)
+    samples, reference = rng.normal(size=(37, 3, 5)), rng.normal(size=(53, 15))
+    brute = np.sqrt(((samples.reshape(37, 1, 15) - reference[None]) ** 2).sum(-1)).min(1)
+    for chunk_size in (1, 100, 53 * 7, 1 << 22):  # one sample per block, several, all at once
+        np.testing.assert_allclose(nearest_neighbour_distance(samples, reference, chunk_size), brute, rtol=1e-10)
+    # a sample that is a reference row is at distance 0
+    assert nearest_neighbour_distance(reference[[4]], reference)[0] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same dimension"):
+        nearest_neighbour_distance(samples, reference[:, :4])
+    with pytest.raises(ValueError, match="chunk_size"):
+        nearest_neighbour_distance(samples, reference, 0)
