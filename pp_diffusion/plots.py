@@ -1,4 +1,4 @@
-"""Plots of two-dimensional draws, reverse-diffusion trajectories and SMC diagnostics.
+"""Plots of two-dimensional draws, reverse-diffusion trajectories, image grids and SMC diagnostics.
 
 Every function builds its own :class:`matplotlib.figure.Figure` (or draws into the ``ax`` it is
 given) and returns the figure; nothing touches ``matplotlib.pyplot`` or any other global state, so
@@ -17,7 +17,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["density_grid", "plot_samples_2d", "plot_trajectories_2d", "plot_smc_diagnostics"]
+__all__ = ["density_grid", "plot_samples_2d", "plot_trajectories_2d", "plot_smc_diagnostics", "plot_image_grid"]
 
 
 def _axes(ax, figsize):
@@ -401,4 +401,47 @@ def plot_smc_diagnostics(
     ax_z.set_xlim(-0.6, n_chains - 0.4)
     if handles:
         ax_z.legend(handles=handles, loc="best", fontsize="small", framealpha=0.9)
+    return fig
+
+
+def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0), cmap: str = "gray_r",
+                    cell: float = 0.9, title: str | None = None):
+    """A grid of single-channel images: ``rows`` is a sequence of arrays ``(n_i, h, w)`` (or one
+    ``(rows, cols, h, w)`` array), one figure row each, e.g. [observation, draws, mean, std].
+
+    ``vrange`` fixes the colour scale of every cell (``None``: each row scaled to its own range,
+    as for standard deviations); masked or missing pixels can be passed as NaN and show blank.
+    """
+    arrays = [np.asarray(r, dtype=float) for r in rows]
+    for i, a in enumerate(arrays):
+        if a.ndim == 2:
+            arrays[i] = a = a[None]
+        if a.ndim != 3:
+            raise ValueError(f"rows[{i}] must have shape (n, height, width), got {a.shape}")
+    if not arrays:
+        raise ValueError("rows must hold at least one row of images")
+    if row_labels is not None and len(row_labels) != len(arrays):
+        raise ValueError(f"row_labels must have one label per row ({len(arrays)}), got {len(row_labels)}")
+    cols = max(a.shape[0] for a in arrays)
+    if col_labels is not None and len(col_labels) > cols:
+        raise ValueError(f"col_labels has {len(col_labels)} labels for {cols} columns")
+    fig = Figure(figsize=(cell * cols + (1.0 if row_labels else 0.2), cell * len(arrays) + (0.4 if title else 0.1)),
+                 layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(arrays), cols, squeeze=False))
+    for i, a in enumerate(arrays):
+        lo, hi = vrange if vrange is not None else (np.nanmin(a), np.nanmax(a))
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < a.shape[0]:
+                ax.imshow(np.ma.masked_invalid(a[j]), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center")
+            if i == 0 and col_labels is not None and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize="small")
+    if title:
+        fig.suptitle(title)
     return fig

@@ -237,3 +237,37 @@ def test_smc_diagnostics_of_a_real_run():
     assert len(_labelled(ax_ess, "threshold")) == 1  # bootstrap resamples adaptively at 0.5 N
     np.testing.assert_allclose([line.get_ydata()[0] for line in _markers(ax_z)],
                                np.asarray(stats["log_evidence"]), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- image grids
+
+
+def test_image_grid_shows_each_image_with_the_shared_colour_scale():
+    from pp_diffusion.plots import plot_image_grid
+
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (1, 8, 8))
+    obs[0, :, 4:] = np.nan  # unobserved pixels show blank
+    draws = rng.uniform(-1, 1, (5, 8, 8))
+    std = rng.uniform(0, 0.3, (8, 8))
+    fig = plot_image_grid([obs, draws, std], row_labels=["y", "draws", "std"], col_labels=list("abcde"),
+                          vrange=None, title="grid")
+    axes = np.array(fig.axes).reshape(3, 5)
+    images = [[ax.get_images() for ax in row] for row in axes]
+    assert [sum(len(cell) for cell in row) for row in images] == [1, 5, 1]
+    np.testing.assert_array_equal(images[1][3][0].get_array(), draws[3])
+    assert images[0][0][0].get_array().mask[:, 4:].all() and not images[0][0][0].get_array().mask[:, :4].any()
+    # vrange=None: each row spans its own range
+    assert images[2][0][0].get_clim() == (pytest.approx(std.min()), pytest.approx(std.max()))
+    assert axes[1, 0].get_ylabel() == "draws" and axes[0, 2].get_title() == "c"
+    fixed = plot_image_grid([draws])
+    assert fixed.axes[0].get_images()[0].get_clim() == (-1.0, 1.0)
+
+
+def test_image_grid_rejects_bad_rows():
+    from pp_diffusion.plots import plot_image_grid
+
+    with pytest.raises(ValueError, match="rows\\[1\\]"):
+        plot_image_grid([np.zeros((2, 8, 8)), np.zeros((2, 2, 8, 8))])
+    with pytest.raises(ValueError, match="row_labels"):
+        plot_image_grid([np.zeros((2, 8, 8))], row_labels=["a", "b"])
