@@ -165,13 +165,14 @@ def main(argv=None) -> None:
             nfe = int(np.asarray(out.sample_stats["nfe"]).reshape(args.images, -1)[0].sum())
             vjp = int(np.asarray(out.sample_stats.get("vjp", np.zeros(1))).reshape(args.images, -1)[0].sum())
             finite = np.isfinite(draws).all(axis=(1, 2, 3))
+            log_z = np.asarray(out.run_stats["log_evidence"])
             rows.append({
                 "task": task_name,
                 "sampler": sampler_name,
                 "PSNR": float(np.mean(psnr(draws.mean(axis=1), truth)[finite])) if finite.any() else float("nan"),
                 "90% cover": coverage(draws[finite], truth[finite]) if finite.any() else float("nan"),
                 "accuracy": classifier_accuracy(classify, np.nan_to_num(draws), labels),
-                "log p(y)": float(np.nanmean(np.asarray(out.run_stats["log_evidence"]))),
+                "log p(y)": float(np.mean(log_z)) if np.isfinite(log_z).any() else float("nan"),
                 "failed": int((~finite).sum()),
                 "NFE": nfe,
                 "VJP": vjp,

@@ -410,7 +410,8 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
     ``(rows, cols, h, w)`` array), one figure row each, e.g. [observation, draws, mean, std].
 
     ``vrange`` fixes the colour scale of every cell (``None``: each row scaled to its own range,
-    as for standard deviations); masked or missing pixels can be passed as NaN and show blank.
+    as for standard deviations), or is a list with one such entry per row; masked or missing
+    pixels can be passed as NaN and show blank.
     """
     arrays = [np.asarray(r, dtype=float) for r in rows]
     for i, a in enumerate(arrays):
@@ -422,6 +423,9 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
         raise ValueError("rows must hold at least one row of images")
     if row_labels is not None and len(row_labels) != len(arrays):
         raise ValueError(f"row_labels must have one label per row ({len(arrays)}), got {len(row_labels)}")
+    ranges = vrange if isinstance(vrange, list) else [vrange] * len(arrays)
+    if len(ranges) != len(arrays):
+        raise ValueError(f"a list vrange must have one entry per row ({len(arrays)}), got {len(ranges)}")
     cols = max(a.shape[0] for a in arrays)
     if col_labels is not None and len(col_labels) > cols:
         raise ValueError(f"col_labels has {len(col_labels)} labels for {cols} columns")
@@ -429,7 +433,7 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
                  layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(arrays), cols, squeeze=False))
     for i, a in enumerate(arrays):
-        lo, hi = vrange if vrange is not None else (np.nanmin(a), np.nanmax(a))
+        lo, hi = ranges[i] if ranges[i] is not None else (np.nanmin(a), np.nanmax(a))
         for j in range(cols):
             ax = axes[i, j]
             ax.set_xticks([])

@@ -262,6 +262,8 @@ def test_image_grid_shows_each_image_with_the_shared_colour_scale():
     assert axes[1, 0].get_ylabel() == "draws" and axes[0, 2].get_title() == "c"
     fixed = plot_image_grid([draws])
     assert fixed.axes[0].get_images()[0].get_clim() == (-1.0, 1.0)
+    per_row = plot_image_grid([draws, std[None]], vrange=[(-1.0, 1.0), (0.0, 0.5)])
+    assert per_row.axes[5].get_images()[0].get_clim() == (0.0, 0.5)
 
 
 def test_image_grid_rejects_bad_rows():
@@ -269,5 +271,7 @@ def test_image_grid_rejects_bad_rows():
 
     with pytest.raises(ValueError, match="rows\\[1\\]"):
         plot_image_grid([np.zeros((2, 8, 8)), np.zeros((2, 2, 8, 8))])
+    with pytest.raises(ValueError, match="vrange"):
+        plot_image_grid([np.zeros((2, 8, 8))], vrange=[None, None])
     with pytest.raises(ValueError, match="row_labels"):
         plot_image_grid([np.zeros((2, 8, 8))], row_labels=["a", "b"])
