@@ -42,7 +42,9 @@ class DiffusionModel(eqx.Module):
     Notes
     -----
     Samplers count one network function evaluation (NFE) per call of :meth:`denoise`; for an
-    energy network each such call is a forward and a backward pass.
+    energy network each such call is a forward and a backward pass. A network that evaluates an
+    underlying network several times per call (classifier-free guidance: two) says so with an
+    integer attribute ``evaluations_per_call``, and the counts are multiplied by :attr:`nfe_per_call`.
 
     Examples
     --------
@@ -81,6 +83,12 @@ class DiffusionModel(eqx.Module):
         if not float(data_var) >= 0:
             raise ValueError(f"data_var must be non-negative, got {data_var!r}")
         self.data_var = float(data_var)
+
+    @property
+    def nfe_per_call(self) -> int:
+        """Network evaluations behind one call of :meth:`denoise` (the network's
+        ``evaluations_per_call``, default 1)."""
+        return int(getattr(self.network, "evaluations_per_call", 1))
 
     def _coefficients(self, t):
         return self.schedule.alpha(t), self.schedule.sigma(t)

@@ -63,6 +63,23 @@ def test_label_and_scale_may_be_traced():
     np.testing.assert_allclose(f(labels, scales), np.stack(expected), rtol=1e-6, atol=1e-6)
 
 
+def test_nfe_counts_two_network_evaluations_per_call():
+    import numpyro
+    import numpyro.distributions as dist
+
+    model = _toy()
+    guided = classifier_free(model, 1, 2.0)
+    assert model.nfe_per_call == 1 and guided.nfe_per_call == 2
+    assert ppd.DiffusionPrior(guided, steps=10).nfe == 2 * ppd.DiffusionPrior(model, steps=10).nfe == 20
+
+    def program(y=None):
+        x = numpyro.sample("x", ppd.DiffusionPrior(guided, steps=10))
+        numpyro.sample("y", dist.Normal(x[0], 1.0), obs=y)
+
+    idata = ppd.infer(program, ppd.smc.bootstrap(8), jax.random.key(0), y=0.5)
+    assert np.all(idata.sample_stats["nfe"].values == 2 * 10)  # (1 + 1 * (10 - 1)) calls, 2 evaluations each
+
+
 def test_errors():
     model = _toy()
     with pytest.raises(ValueError, match=r"label must be in \[0, 3\).*null class"):

@@ -35,6 +35,7 @@ class ClassifierFreeNetwork(eqx.Module):
     label: jax.Array
     scale: jax.Array
     null_class: int = eqx.field(static=True)
+    evaluations_per_call = 2  # read by DiffusionModel.nfe_per_call: samplers' NFE counts double
 
     def __call__(self, x, t):
         labels = jnp.stack([jnp.asarray(self.null_class, jnp.int32), self.label])
@@ -71,8 +72,9 @@ def classifier_free(model: DiffusionModel, label, scale: float = 1.0) -> Diffusi
     Notes
     -----
     Each call of the returned model's ``denoise``/``eps``/``score`` evaluates the network twice
-    (one call batched over the null class and ``label``). Samplers count NFE per call of the
-    model, so the network work behind a reported ``nfe`` is twice that number.
+    (one call batched over the null class and ``label``), and NFE counts say so:
+    ``model.nfe_per_call`` is 2, so ``DiffusionPrior.nfe`` and the samplers' ``sample_stats.nfe``
+    (and VJP counts) are twice those of the unguided model.
     """
     if not isinstance(model, DiffusionModel):
         raise TypeError(f"model must be a pp_diffusion.DiffusionModel, got {type(model).__name__}")
