@@ -149,8 +149,9 @@ def test_the_label_lowers_the_held_out_loss(model, data):
 
 def test_guided_draws_land_nearest_their_class_mean(model, data):
     """20 draws per class (w = 2, 50 DDIM steps) classified by the nearest class mean of the training
-    images in pixel space. That classifier gets 0.90 of the test images right; the shipped model's
-    guided draws score ~0.9 (see models/digits_conditional/CARD.md); unguided draws would score ~0.1."""
+    images in pixel space. That classifier gets 0.900 of the test images right; the shipped model's
+    guided draws score 0.995 at w = 2 and 0.945 at w = 1, and unguided ones (w = 0) 0.085
+    (models/digits_conditional/sample.py, seed 0)."""
     means = np.stack([data.x_train[data.y_train == c].mean(0) for c in range(10)]).reshape(10, -1)
     nearest = lambda x: np.argmin(((x.reshape(len(x), 1, -1) - means[None]) ** 2).sum(-1), axis=1)
     assert np.mean(nearest(data.x_test) == data.y_test) > 0.85
@@ -165,4 +166,4 @@ def test_guided_draws_land_nearest_their_class_mean(model, data):
     x = np.asarray(eqx.filter_jit(draws)(model, jax.random.key(0)))
     assert x.shape == (10, 20, 8, 8) and np.all(np.isfinite(x))
     accuracy = np.mean(nearest(x.reshape(200, 8, 8)) == np.repeat(np.arange(10), 20))
-    assert accuracy >= 0.7, accuracy
+    assert accuracy >= 0.85, accuracy

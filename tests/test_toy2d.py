@@ -57,9 +57,14 @@ def test_model_loads_and_matches_fresh_data(name):
     prior = ppd.DiffusionPrior(model, steps=100)
     x = jax.jit(lambda k: prior.sample(k, (2000,)))(jax.random.key(7))
     assert x.shape == (2000, 2)
-    fresh, other = zoo.toy2d_data(name, 2000, 123), zoo.toy2d_data(name, 2000, 124)
-    key = jax.random.key(8)
-    sw = float(ppd.metrics.sliced_wasserstein(key, x, fresh))
-    floor = float(ppd.metrics.sliced_wasserstein(key, other, fresh))
-    # measured (models/toy2d/CARD.md): model-vs-data 1-2x the data-vs-data floor
+    # distances to four fresh data sets, against the floor: the same distance between two data sets
+    sw, floor = [], []
+    for i in range(4):
+        fresh, other = zoo.toy2d_data(name, 2000, 200 + 2 * i), zoo.toy2d_data(name, 2000, 201 + 2 * i)
+        key = jax.random.key(i)
+        sw.append(float(ppd.metrics.sliced_wasserstein(key, x, fresh)))
+        floor.append(float(ppd.metrics.sliced_wasserstein(key, other, fresh)))
+    sw, floor = np.mean(sw), np.mean(floor)
+    print(f"toy2d_{name}: SW_1 model-vs-data {sw:.4f}, data-vs-data {floor:.4f}, ratio {sw / floor:.2f}")
+    # measured (models/toy2d/CARD.md): ratio ~2 for moons, ~1.3 for spirals, ~1 for the checkerboard
     assert sw < 3.0 * floor, (sw, floor)
