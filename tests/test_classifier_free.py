@@ -129,6 +129,22 @@ def test_load_gives_the_unconditional_model(model, data):
     assert not np.allclose(out[2], out[1], atol=1e-3)
 
 
+def test_load_checks_the_recorded_conditioning(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copytree(zoo._ZOO_DIR / "digits_conditional", tmp_path / "digits_conditional")
+    monkeypatch.setattr(zoo, "_ZOO_DIR", tmp_path)
+    meta_file = tmp_path / "digits_conditional" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    for conditioning in ({"kind": "class", "num_classes": 10, "null_class": 0}, None):
+        changed = dict(meta, conditioning=conditioning) if conditioning else {
+            k: v for k, v in meta.items() if k != "conditioning"}
+        meta_file.write_text(json.dumps(changed))
+        with pytest.raises(ValueError, match="conditioning .* does not match the network"):
+            zoo.load("digits_conditional")
+
+
 def test_the_label_lowers_the_held_out_loss(model, data):
     """On test images at mid noise, eps at the true label beats eps at the null class, which beats
     eps at a wrong label (three noise seeds at t = 0.5 on the shipped model: see below)."""
