@@ -13,7 +13,9 @@ over pixels) with t ~ U(0, 1) on the :class:`pp_diffusion.schedules.VPCosine` sc
 AdamW with linear warm-up and cosine decay, gradient clipping at norm 1, and an exponential moving
 average (EMA) of the weights, which is what is saved. The final train and test losses are the EMA
 network's loss over the whole train / test set with ``--eval-draws`` stratified (t, eps) draws per
-image, from a fixed key, so they are reproducible and comparable between runs.
+image, from a fixed key, so they are reproducible and comparable between runs. The loss, the
+scanned training loop and the checkpoint writer are ``models/training.py``, shared by every zoo
+training script; ``models/digits_conditional/train.py`` reuses this script with class labels.
 
 Output (default ``pp_diffusion/_zoo/digits/``, the package data that ``pp_diffusion.zoo`` loads):
 ``weights.eqx`` (``equinox.tree_serialise_leaves``: raw ``.npy`` records, no pickle) and
@@ -138,7 +140,8 @@ def train(args) -> None:
     network, history, train_seconds = training.fit(network, schedule, batch_fn, k_train, args, eval_fn,
                                                    desc=args.name)
     final = final_losses(network, schedule, split, k_eval, args.eval_draws, num_classes)
-    extra = "" if num_classes is None else f"; null class: train {final['train_null']:.4f}, test {final['test_null']:.4f}"
+    extra = ("" if num_classes is None
+             else f"; null class: train {final['train_null']:.4f}, test {final['test_null']:.4f}")
     print(f"final EMA eps loss: train {final['train']:.4f}, test {final['test']:.4f}{extra} "
           f"(predicting zeros: 1.0); {n_params:,} parameters; training {train_seconds / 60:.1f} min")
 
