@@ -109,8 +109,8 @@ def train_one(name: str, args) -> None:
 
 
 def main(argv=None):
-    parser = training.base_parser(__doc__, str(training.ZOO_DIR), steps=4000, batch_size=512, lr=2e-3,
-                                  warmup=200, chunk=500, eval_every=1000)
+    parser = training.base_parser(__doc__, str(training.ZOO_DIR), steps=8000, batch_size=512, lr=2e-3,
+                                  warmup=200, chunk=1000, eval_every=2000)
     parser.add_argument("--data", choices=[*zoo.TOY2D, "all"], default="all")
     parser.add_argument("--num-train", type=int, default=100_000, help="training-set size")
     parser.add_argument("--width", type=int, default=128, help="residual width")
