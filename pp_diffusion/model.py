@@ -58,7 +58,9 @@ class DiffusionModel(eqx.Module):
     Notes
     -----
     Samplers count one network function evaluation (NFE) per call of :meth:`denoise`; for an
-    energy network each such call is a forward and a backward pass.
+    energy network each such call is a forward and a backward pass. A network that evaluates an
+    underlying network several times per call (classifier-free guidance: two) says so with an
+    integer attribute ``evaluations_per_call``, and the counts are multiplied by :attr:`nfe_per_call`.
 
     Examples
     --------
@@ -111,6 +113,12 @@ class DiffusionModel(eqx.Module):
         if not 0.0 < float(t_start) <= 1.0:
             raise ValueError(f"t_start must lie in (0, 1], got {t_start!r}")
         self.t_start = float(t_start)
+
+    @property
+    def nfe_per_call(self) -> int:
+        """Network evaluations behind one call of :meth:`denoise` (the network's
+        ``evaluations_per_call``, default 1)."""
+        return int(getattr(self.network, "evaluations_per_call", 1))
 
     def _coefficients(self, t):
         return self.schedule.alpha(t), self.schedule.sigma(t)

@@ -80,7 +80,7 @@ class DiffusionPrior(dist.Distribution):
     @property
     def nfe(self) -> int:
         """Network evaluations per sample."""
-        return self.steps * self.integrator.nfe_per_step
+        return self.steps * self.integrator.nfe_per_step * self.model.nfe_per_call
 
     def initial_noise(self, rng_key, num_samples: int):
         """x_T ~ N(0, sigma_1^2 I), shape ``(num_samples, *event_shape)``."""

@@ -17,7 +17,13 @@ Each model lives in ``pp_diffusion/_zoo/<name>/`` (package data, so it ships in 
 
 The training scripts, model cards and quality figures are in the repository's ``models/<name>/``.
 The scikit-learn digits split used for training and evaluation is stored once, in
-``pp_diffusion/_zoo/digits_split.json``, and :func:`digits_data` returns it.
+``pp_diffusion/_zoo/digits_split.json``, and :func:`digits_data` returns it; :func:`toy2d_data`
+draws the 2-D data sets of the ``toy2d_*`` models.
+
+A class-conditional model (``model.json`` has ``"conditioning": {"num_classes": K, "null_class": K}``,
+e.g. ``digits_conditional``) loads as the unconditional model (its network called as
+``network(x, t)`` uses the null class); :func:`pp_diffusion.guidance.classifier_free` turns it
+into the guided model of one class.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ import jax
 import numpy as np
 
 from pp_diffusion import networks, schedules
+from pp_diffusion._toy2d import TOY2D as TOY2D, toy2d_data as toy2d_data
 from pp_diffusion.model import DiffusionModel
 
-__all__ = ["available", "load", "load_classifier", "card", "digits_data", "digits_images", "DigitsData", "ChecksumError", "build_network", "sha256"]
+__all__ = ["available", "load", "load_classifier", "card", "digits_data", "digits_images", "DigitsData", "ChecksumError",
+           "build_network", "sha256", "toy2d_data", "TOY2D"]
 
 _ZOO_DIR = Path(__file__).resolve().parent / "_zoo"
 _METADATA = "model.json"
@@ -160,6 +168,7 @@ def load(name: str) -> DiffusionModel:
         raise ValueError(f"zoo model {name!r} is a {meta['kind']}, not a diffusion model: load it with "
                          f"zoo.load_classifier({name!r}); diffusion models: {', '.join(available()) or '(none)'}")
     network = _checked_network(name, meta)
+    _check_conditioning(name, meta, network)
     return DiffusionModel(
         network,
         meta["parameterization"],
@@ -197,6 +206,19 @@ def load_classifier(name: str = "digits_classifier", noise_conditional: bool = F
     if which not in meta["networks"]:
         raise ValueError(f"zoo classifier {name!r} has no {which} network; it has: {', '.join(meta['networks'])}")
     return _checked_network(name, meta["networks"][which])
+
+
+def _check_conditioning(name: str, meta: dict, network) -> None:
+    """A class-conditional network must match its ``model.json["conditioning"]``: the null class is
+    ``num_classes``, which is what ``network(x, t)`` and classifier-free guidance use."""
+    cond = meta.get("conditioning")
+    num_classes = getattr(network, "num_classes", None)
+    if cond is None and num_classes is None:
+        return
+    if cond is None or num_classes is None or cond.get("num_classes") != num_classes \
+            or cond.get("null_class") != num_classes:
+        raise ValueError(f"zoo model {name!r}: model.json conditioning {cond!r} does not match the network "
+                         f"(num_classes={num_classes!r}; the null class must be num_classes)")
 
 
 # --------------------------------------------------------------------------- the digits data

@@ -245,8 +245,9 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
             weighted=weighted,
         )
         steps = fk.prior.steps
-        nfe = 1 + nfe_per_step * (steps - 1)
-        vjp = 0 if vjp_per_step == 0 else 1 + vjp_per_step * (steps - 1)
+        per_call = fk.prior.model.nfe_per_call  # e.g. 2 under classifier-free guidance
+        nfe = (1 + nfe_per_step * (steps - 1)) * per_call
+        vjp = 0 if vjp_per_step == 0 else (1 + vjp_per_step * (steps - 1)) * per_call
         draws, sample_stats, run_stats = smc_output(k_out, state, log_z, infos, resampling=resampling,
                                                     nfe=nfe, vjp=vjp)
         if not weighted:
