@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.collections import LineCollection
@@ -405,13 +406,13 @@ def plot_smc_diagnostics(
 
 
 def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0), cmap: str = "gray_r",
-                    cell: float = 0.9, title: str | None = None):
+                    missing_colour: str = "#e8a0a0", cell: float = 0.9, title: str | None = None):
     """A grid of single-channel images: ``rows`` is a sequence of arrays ``(n_i, h, w)`` (or one
     ``(rows, cols, h, w)`` array), one figure row each, e.g. [observation, draws, mean, std].
 
     ``vrange`` fixes the colour scale of every cell (``None``: each row scaled to its own range,
-    as for standard deviations), or is a list with one such entry per row; masked or missing
-    pixels can be passed as NaN and show blank.
+    as for standard deviations), or is a list with one such entry per row; missing pixels (the
+    unobserved part of an observation) are passed as NaN and drawn in ``missing_colour``.
     """
     arrays = [np.asarray(r, dtype=float) for r in rows]
     for i, a in enumerate(arrays):
@@ -423,6 +424,7 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
         raise ValueError("rows must hold at least one row of images")
     if row_labels is not None and len(row_labels) != len(arrays):
         raise ValueError(f"row_labels must have one label per row ({len(arrays)}), got {len(row_labels)}")
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=missing_colour)
     ranges = vrange if isinstance(vrange, list) else [vrange] * len(arrays)
     if len(ranges) != len(arrays):
         raise ValueError(f"a list vrange must have one entry per row ({len(arrays)}), got {len(ranges)}")
@@ -439,7 +441,7 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
             ax.set_xticks([])
             ax.set_yticks([])
             if j < a.shape[0]:
-                ax.imshow(np.ma.masked_invalid(a[j]), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+                ax.imshow(np.ma.masked_invalid(a[j]), cmap=colours, vmin=lo, vmax=hi, interpolation="nearest")
             else:
                 ax.axis("off")
             if j == 0 and row_labels is not None:

@@ -257,6 +257,8 @@ def test_image_grid_shows_each_image_with_the_shared_colour_scale():
     assert [sum(len(cell) for cell in row) for row in images] == [1, 5, 1]
     np.testing.assert_array_equal(images[1][3][0].get_array(), draws[3])
     assert images[0][0][0].get_array().mask[:, 4:].all() and not images[0][0][0].get_array().mask[:, :4].any()
+    bad = images[0][0][0].get_cmap().get_bad()
+    assert tuple(np.round(bad[:3], 3)) == (0.91, 0.627, 0.627)  # missing pixels stand out from white background
     # vrange=None: each row spans its own range
     assert images[2][0][0].get_clim() == (pytest.approx(std.min()), pytest.approx(std.max()))
     assert axes[1, 0].get_ylabel() == "draws" and axes[0, 2].get_title() == "c"
