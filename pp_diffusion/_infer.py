@@ -97,6 +97,16 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) ->
             "non-finite draws); their draws are NaN and sample_stats.degenerate is True",
             RuntimeWarning, stacklevel=2,
         )
+    if "low_ess" in out.run_stats and np.any(np.asarray(out.run_stats["low_ess"])):
+        low = np.flatnonzero(np.asarray(out.run_stats["low_ess"])).tolist()
+        ess = np.asarray(out.run_stats["final_ess"]).reshape(-1)[low]
+        warnings.warn(
+            f"{sampler.name}: chains {low} ended with an effective sample size of "
+            f"{', '.join(f'{e:.1f}' for e in ess)}: their draws are copies of a few particles and their "
+            "log-evidence is unreliable (sample_stats.low_ess is True); use more particles or steps, or a "
+            "sampler whose proposal uses the observation",
+            RuntimeWarning, stacklevel=2,
+        )
     attrs = {
         "sampler": sampler.name,
         **{f"sampler_{k}": v if isinstance(v, (int, float, str)) else repr(v) for k, v in sampler.settings.items()},

@@ -217,6 +217,9 @@ class FeynmanKacModel(NamedTuple):
         The :class:`~pp_diffusion.potentials.LinearGaussian` structure, or None.
     deterministic
         x_0 -> the program's deterministic sites.
+    data_var
+        The data variance v of the Gaussian twist (and of the last transition of
+        :meth:`final_var`); the model's ``data_var`` unless overridden.
     """
 
     site: str
@@ -225,6 +228,15 @@ class FeynmanKacModel(NamedTuple):
     potential: Any
     linear_gaussian: Any
     deterministic: Callable
+    data_var: float = 1.0
+
+    def final_var(self, t):
+        """r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2): Var[x_0 | x_t] for data x_0 ~ N(0, v I), the
+        variance the conditioning samplers give the last transition x_{t_1} -> x_0 under linear-Gaussian
+        observations (see :func:`pp_diffusion.smc.run_smc`)."""
+        sched, v = self.prior.model.schedule, self.data_var
+        alpha, sigma = sched.alpha(t), sched.sigma(t)
+        return v * sigma**2 / (alpha**2 * v + sigma**2)
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
@@ -241,9 +253,9 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
         )
     log_g = log_potential_fn(program, info, data)
     lg = linear_gaussian_structure(program, info, data)
+    v = float(info.prior.model.data_var if data_var is None else data_var)
     if lg is not None:
-        v = info.prior.model.data_var if data_var is None else data_var
         potential = potentials.linear_gaussian_potential(lg, v)
     else:
         potential = potentials.tweedie_lookahead(log_g)
-    return FeynmanKacModel(info.site, info.prior, log_g, potential, lg, deterministic_fn(program, info, data))
+    return FeynmanKacModel(info.site, info.prior, log_g, potential, lg, deterministic_fn(program, info, data), v)
