@@ -9,14 +9,21 @@ v_i = alpha_tau^2 / s_i^2 - sigma_tau^2 >= 0 (tau_i: the noisiest grid time with
 
 .. math::  \\int p(x_{\\tau} \\mid x_0)\\, N(z_i;\\ \\bar x_{\\tau,i},\\ v_i)\\, dx_\\tau \\propto N(\\bar y_i;\\ \\bar x_{0,i},\\ 1/s_i^2),
 
-so the potential N(z_i; xbar_{tau_i,i}, v_i + kappa) at time tau_i conditions exactly (kappa, 1e-4
-by default, keeps it finite when v_i = 0). Before tau_i the coordinate is twisted by the forward
+so the potential N(z_i; xbar_{tau_i,i}, v_i) at time tau_i conditions exactly. The paper's kappa
+stands in for this variance (its tau_i makes the mismatch v_i negligible and kappa keeps the
+potential finite); here v_i is exact and kappa only floors it, relative to the observation's own
+noise variance at the pin: max(v_i, kappa alpha_tau^2 / s_i^2), so the observed coordinates'
+spread is right to a factor 1 + kappa whatever sigma_y (an absolute kappa = 1e-4 would give them a
+spread of at least 0.01 however precise the observation). Before tau_i the coordinate is twisted by the forward
 density N(xbar_{t,i}; a_t z_i, sigma_t^2 - a_t^2 sigma_tau^2 + a_t^2 v_i), a_t = alpha_t / alpha_tau,
 and proposed from the product of the prior kernel and that twist (the locally optimal proposal),
 with weight the Gaussian predictive of the twist; after tau_i it follows the prior kernel. Free
 coordinates always follow the prior kernel. Because the observation enters at tau_i there is no
 final reweighting by p(y | x_0) / g (the step that makes straightforward implementations' weights
-heavy and their evidence estimates low), and
+heavy and their evidence estimates low). An observation finer than the grid's last noise level
+sigma_t1 / alpha_t1 is pinned at t = 0, through the last transition, which is therefore Gaussian,
+N(xhat_0(x_t1), r_t1^2 I) (as in the other SMC samplers under linear-Gaussian observations), not
+the deterministic x_0 = xhat_0(x_t1) that leaves nothing to condition. Finally
 
 .. math::  \\log p(y) = \\log \\hat Z + \\sum_i \\log \\alpha_{\\tau_i} - \\sum_i \\log s_i - \\tfrac12 \\log\\det\\Sigma_y .
 """
@@ -71,7 +78,11 @@ class _Observation:
         a_tau = alphas[self.pin]
         self.alpha_tau = jnp.asarray(a_tau, jnp.float32)
         self.sigma_tau = jnp.asarray(sigmas[self.pin], jnp.float32)
-        self.v = jnp.asarray(np.maximum(a_tau**2 * noise**2 - sigmas[self.pin] ** 2, 0.0), jnp.float32)
+        v = np.maximum(a_tau**2 * noise**2 - sigmas[self.pin] ** 2, 0.0)
+        self.v = jnp.asarray(v, jnp.float32)
+        # the potential's variance at the pin: v, floored at kappa times the observation's own noise
+        # variance there (alpha_tau / s_i)^2 (see mcgdiff's docstring)
+        self.v_pin = jnp.asarray(np.maximum(v, kappa * a_tau**2 * noise**2), jnp.float32)
         ybar = (np.asarray(lg.u, np.float64).T @ np.asarray(lg.y_white, np.float64)) / s
         self.z = jnp.asarray(a_tau * ybar, jnp.float32)
         self.vt = lg.vt
@@ -81,7 +92,7 @@ class _Observation:
     def twist_params(self, sched, t):
         """(mean, var) of the twist of every coordinate at time t (before its pinning time)."""
         a = sched.alpha(t) / self.alpha_tau
-        var = sched.sigma(t) ** 2 - a**2 * self.sigma_tau**2 + a**2 * self.v
+        var = sched.sigma(t) ** 2 - a**2 * self.sigma_tau**2 + a**2 * self.v_pin
         return a * self.z, jnp.maximum(var, 0.0)
 
     def factor_params(self, sched, t, index):
@@ -89,7 +100,7 @@ class _Observation:
         mean, var = self.twist_params(sched, t)
         at_pin = index == self.pin
         mean = jnp.where(at_pin, self.z, mean)
-        var = jnp.where(at_pin, self.v + self.kappa, var)
+        var = jnp.where(at_pin, self.v_pin, var)
         return mean, var, index <= self.pin
 
 
@@ -107,6 +118,8 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation):
 
     def move(rng_key, p, t, s, index, final):
         alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(model, t, s, eta)
+        if final:  # the last transition is N(xhat_0(x_t1), r_t1^2 I), as in pp_diffusion.smc.run_smc
+            std = jnp.sqrt(fk.final_var(t))
         eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
         mean = (alpha_s * p.x0_hat + noise_coef * eps_hat).reshape(-1)
         k_prior, k_obs = jax.random.split(rng_key)
