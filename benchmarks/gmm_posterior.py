@@ -341,7 +341,7 @@ def table_a(args, metric, problems_cache):
                         prob = problems_cache[(d, dy, p)] = Problem(d, dy, p, args)
                     probs.append(prob)
                 metric_check = None
-                results = {label: [] for label, _, _ in samplers(1)}
+                results = {label: [] for label, _, _ in samplers(1) if label in args.samplers}
                 refkeys = {label: rk for label, rk, _ in samplers(1)}
                 prior_ratios = []
                 for prob in probs:
@@ -349,6 +349,8 @@ def table_a(args, metric, problems_cache):
                     data = {"y": prob.y}
                     floor = prob.floor(args.particles)[0]
                     for i, (label, _, sampler) in enumerate(samplers(args.particles)):
+                        if label not in args.samplers:  # skipped; the others keep their random streams
+                            continue
                         r = run_infer(program, sampler, jax.random.fold_in(prob.k_run, i), data)
                         r["ratio"] = prob.sw(r["x"][0]) / floor
                         r["logz_err"] = float(r["log_z"][0]) - prob.log_z
@@ -608,7 +610,7 @@ def table_c(args, problems_cache):
     d, dy, steps = 8, 1, args.steps[0]
     ns = args.conv_particles
     P = args.conv_problems
-    labels = SMC_LABELS
+    labels = [lab for lab in SMC_LABELS if lab in args.samplers]
     ratio = {(lab, n): [] for lab in labels for n in ns}
     err = {(lab, n): [] for lab in labels for n in ns}
     floors = {n: [] for n in ns}
@@ -681,6 +683,8 @@ def print_verdicts(args, summary):
     print(f"Targets ({TARGETS}), {args.steps[0]} steps, N = {args.particles}")
     print("=" * 100)
     for label, limit in (("mcgdiff", 1.3), ("mcgdiff(ess=1)", 1.3), ("twisted", 2.5)):
+        if label not in res:
+            continue
         m = median_inf([r["ratio"] for r in res[label]])
         print(f"  {label:18s} median SW1/floor {m:.2f}  (target <= {limit}): {'meets' if m <= limit else 'MISSES'}")
     for label, rs in res.items():
@@ -711,6 +715,9 @@ def main(argv=None):
                         help="independent runs per (problem, sampler, N) in (c), as infer's chains (default 4)")
     parser.add_argument("--overhead-dy", type=int, default=1, help="dy of the problems timed in (b) (default 1)")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds in (b) (default 10)")
+    parser.add_argument("--samplers", nargs="+", default=None, metavar="LABEL",
+                        help="only these samplers, by their table label (default all: "
+                             + ", ".join(repr(label) for label, _, _ in samplers(1)) + ")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tables", default="abc", help="which tables to print, e.g. 'a' or 'bc' (default abc)")
     parser.add_argument("--quick", action="store_true",
@@ -723,6 +730,12 @@ def main(argv=None):
         args = parser.parse_args(argv)
     if args.conv_problems is None:
         args.conv_problems = args.problems
+    known = [label for label, _, _ in samplers(1)]
+    if args.samplers is None:
+        args.samplers = known
+    unknown = sorted(set(args.samplers) - set(known))
+    if unknown:
+        parser.error(f"--samplers: unknown labels {unknown}; known: {known}")
 
     import jax
 

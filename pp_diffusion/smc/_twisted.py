@@ -43,8 +43,12 @@ def kernel_coefficients(model, t, s, eta):
 
 
 def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.0,
-                path: str | None = None, weighted: bool = True):
+                path: str | None = None, weighted: bool = True, score_step: bool = True):
     """``init_particle`` and ``move`` for the methods above (and DPS: ``weighted=False``).
+
+    Guided proposals shift the kernel mean by ``guidance_scale * k_t * grad log h_t(x_t)`` (a
+    score term), or by ``guidance_scale * grad log h_t(x_t)`` when ``score_step`` is false (a
+    plain gradient step, as DPS's normalised step).
 
     The last step, into clean data, is deterministic (x_0 = xhat_0(x_t1), weight G / h_t1), except
     for weighted methods on linear-Gaussian observations: there x_0 is drawn from the locally
@@ -95,7 +99,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
             new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
             log_q_ratio = 0.0
         else:
-            shift = guidance_scale * k * p.grad_log_h
+            shift = guidance_scale * (k if score_step else 1.0) * p.grad_log_h
             mean_q = mean_p + shift if guided else mean_p
             noise = jax.random.normal(rng_key, p.x.shape, p.x.dtype)
             x_s = mean_q + std * noise
