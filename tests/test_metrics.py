@@ -101,3 +101,13 @@ def test_flattens_event_dimensions():
 def test_dimension_mismatch():
     with pytest.raises(ValueError, match="dimension"):
         _sliced_wasserstein(KEY, _normal(0, 10, 2), _normal(1, 10, 3))
+
+
+def test_eager_call_sorts_on_the_host_and_agrees_with_the_jitted_metric():
+    """Eagerly the projections are sorted by NumPy, under jit by XLA: the same value (to float32
+    rounding of the mean), here on sets of different sizes."""
+    x, y = _normal(11, 3000, 5), _normal(12, 2000, 5, shift=0.4)
+    eager = float(_sliced_wasserstein(KEY, x, y, num_directions=200))
+    jitted = float(sliced_wasserstein(KEY, x, y, num_directions=200))
+    assert eager > 0.2
+    assert eager == pytest.approx(jitted, rel=1e-5)
