@@ -553,7 +553,7 @@ def table_b(args, problems_cache):
         ppd.infer(program, sampler, k, **data)
         first_infer = since(start)
         info = inspect_program(program, data)
-        run_all = _infer._compiled_run(program, sampler, info, data)  # the cached function infer just compiled
+        run_all, run_args = _infer._compiled_run(program, sampler, info, data)  # the cached function infer just compiled
         chain_keys = jax.random.split(k, 1)
 
         prior = info.prior
@@ -570,7 +570,7 @@ def table_b(args, problems_cache):
         t_inf, t_run, t_base = [], [], []
         for i in range(reps):
             t_base.append(once(lambda: base(jax.random.key(i))))
-            t_run.append(once(lambda: run_all(chain_keys)))
+            t_run.append(once(lambda: run_all(chain_keys, run_args)))
             t_inf.append(once(lambda: ppd.infer(program, sampler, jax.random.key(i), **data)))
         med = lambda ts, j: statistics.median(t[j] for t in ts)
 

@@ -30,20 +30,53 @@ def _fingerprint(value):
     return (arr.shape, str(arr.dtype), hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest())
 
 
-def _compiled_run(program, sampler, info, data):
-    """The jitted ``vmap`` of ``sampler.run`` over chain keys, cached per (program, sampler, data),
-    so a repeated ``infer`` call reuses its compilation."""
-    key = (id(program), id(sampler), tuple(sorted((k, _fingerprint(v)) for k, v in data.items())))
+_TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _compiled_run(program, sampler, info, data, *, traced_observations: bool = True):
+    """``(run_all, args)``: the jitted ``vmap`` of ``sampler.run`` over chain keys and the arguments
+    to call it with, ``run_all(keys, args)``.
+
+    The observed values passed as keyword arguments (``info.observed_args``) are arguments of the
+    compiled function, so only their shapes and dtypes key the cache: a new observation reuses the
+    compilation. Every other keyword argument is fingerprinted (a new value compiles anew), and so
+    is everything the sampler reads off the program's structure. With ``traced_observations=False``
+    the observations are constants of the compilation too (the fallback for programs that need their
+    concrete values).
+    """
+    obs_keys = info.observed_args if traced_observations else ()
+    static = {k: v for k, v in data.items() if k not in obs_keys}
+    args = {k: data[k] for k in obs_keys}
+    key = (id(program), id(sampler), traced_observations,
+           tuple(sorted((k, _fingerprint(v)) for k, v in static.items())),
+           tuple(sorted((k, np.shape(v), str(np.asarray(v).dtype)) for k, v in args.items())))
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is program and hit[1] is sampler:
         _CACHE.move_to_end(key)
-        return hit[2]
-    context = sampler.setup(program, info, data)
-    run_all = jax.jit(jax.vmap(lambda k: sampler.run(k, context)))
-    _CACHE[key] = (program, sampler, run_all)  # strong references keep the ids valid
+        if hit[2] is None:  # this program needs concrete observations (see infer)
+            return _compiled_run(program, sampler, info, data, traced_observations=False)
+        return hit[2], args
+
+    if traced_observations:
+        def run_all(keys, args):
+            context = sampler.setup(program, info, {**static, **args})
+            return jax.vmap(lambda k: sampler.run(k, context))(keys)
+    else:
+        context = sampler.setup(program, info, data)  # eagerly, as the sampler's setup may assume
+
+        def run_all(keys, args):
+            return jax.vmap(lambda k: sampler.run(k, context))(keys)
+
+    compiled = jax.jit(run_all)
+    _CACHE[key] = (program, sampler, compiled)  # strong references keep the ids valid
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
-    return run_all
+    return compiled, args
 
 
 def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) -> xr.DataTree:
@@ -88,8 +121,19 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, **data) ->
             f"{sorted(info.observed)}; use a conditioning sampler (pp_diffusion.smc, pp_diffusion.guidance)"
         )
 
-    run_all = _compiled_run(program, sampler, info, data)
-    out = run_all(keys)
+    run_all, args = _compiled_run(program, sampler, info, data)
+    try:
+        out = run_all(keys, args)
+    except _TRACE_ERRORS:
+        if not args:
+            raise
+        # the program needs its observations' concrete values: compile them in as constants, and
+        # remember it for the next call
+        for key, entry in _CACHE.items():
+            if entry[2] is run_all:
+                _CACHE[key] = (program, sampler, None)
+        run_all, args = _compiled_run(program, sampler, info, data, traced_observations=False)
+        out = run_all(keys, args)
     if "degenerate" in out.run_stats and np.any(np.asarray(out.run_stats["degenerate"])):
         bad = np.flatnonzero(np.asarray(out.run_stats["degenerate"])).tolist()
         warnings.warn(

@@ -32,6 +32,12 @@ class ProgramInfo(NamedTuple):
         Names of latent sample sites other than the diffusion site.
     deterministic
         Names of ``numpyro.deterministic`` sites.
+    data
+        The (concrete) keyword arguments the program was traced with.
+    observed_args
+        Names of the array arguments that are passed as an observed site's value (``obs=y``):
+        ``infer`` passes these to its compiled run as arguments, so a new observation of the
+        same shape reuses the compilation.
     """
 
     site: str
@@ -39,6 +45,8 @@ class ProgramInfo(NamedTuple):
     observed: dict[str, Any]
     latent: tuple[str, ...]
     deterministic: tuple[str, ...]
+    data: dict[str, Any] = {}
+    observed_args: tuple[str, ...] = ()
 
 
 def _base_distribution(fn):
@@ -98,7 +106,12 @@ def inspect_program(program: Callable, data: dict[str, Any]) -> ProgramInfo:
         name for name, s in trace.items() if s["type"] == "sample" and not s["is_observed"] and name != site
     )
     deterministic = tuple(name for name, s in trace.items() if s["type"] == "deterministic")
-    return ProgramInfo(site, prior, observed, latent, deterministic)
+    obs_values = [s["value"] for s in trace.values() if s["type"] == "sample" and s["is_observed"]]
+    observed_args = tuple(
+        k for k, v in data.items()
+        if isinstance(v, (np.ndarray, jax.Array)) and any(v is o for o in obs_values)
+    )
+    return ProgramInfo(site, prior, observed, latent, deterministic, dict(data), observed_args)
 
 
 # --------------------------------------------------------------------------- program -> Feynman–Kac pieces
@@ -154,14 +167,16 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
 
     A is read off the program by differentiating loc (so ``op(x)`` for any linear operator, a slice
     or a matrix product is recognised) and affinity is checked at random points of several scales.
+    The structure is read with the concrete data ``info.data``; only y comes from ``data`` (which
+    ``infer`` traces, so that a new observation reuses its compilation).
     """
-    from pp_diffusion.potentials import LinearGaussian
-
     if not info.observed:
         return None
     event_shape = info.prior.event_shape
 
-    def pieces(x0_flat):
+    concrete = info.data if info.data else data  # the structure is read from concrete values
+
+    def pieces(x0_flat, data=concrete):
         trace = _conditioned_trace(program, info, data, x0_flat.reshape(event_shape))
         locs, scales, values = [], [], []
         for name, site in trace.items():
@@ -181,6 +196,19 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
         return jnp.concatenate(locs), jnp.concatenate(scales), jnp.concatenate(values)
 
     d = int(np.prod(event_shape))
+    with jax.ensure_compile_time_eval():  # concrete even while infer's jit traces the sampler's setup
+        lg = _linear_gaussian_from(pieces, d)
+    if lg is None or not any(data[k] is not concrete.get(k) for k in data):
+        return lg
+    # the observation itself from the data given (traced under infer's jit): y - b, whitened
+    traced = pieces(jnp.zeros(d), data)
+    y = traced[2] - traced[0]
+    return lg._replace(y=y.astype(jnp.float32), y_white=(y / jnp.sqrt(lg.noise_var)).astype(jnp.float32))
+
+
+def _linear_gaussian_from(pieces, d):
+    from pp_diffusion.potentials import LinearGaussian
+
     probe = pieces(jnp.zeros(d))
     if probe is None:
         return None
