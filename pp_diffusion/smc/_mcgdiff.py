@@ -104,7 +104,7 @@ class _Observation:
         return mean, var, index <= self.pin
 
 
-def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = True, analytic: bool = False):
+def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False):
     model, eta = fk.prior.model, fk.prior.eta
     sched, times = model.schedule, fk.prior.times
     steps = times.shape[0] - 1
@@ -113,9 +113,6 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = True,
         """Mean (flattened) and std of the prior kernel from (x, t) to s; ``last``: into clean data,
         where the transition is N(xhat_0(x_t1), r_t1^2 I) (as in pp_diffusion.smc.run_smc)."""
         alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(model, t, s, eta)
-        if analytic:  # c^2 + b^2 r_t^2, b the coefficient of xhat_0 in the mean
-            b = alpha_s - noise_coef * alpha_t / sigma_t
-            std = jnp.sqrt(std**2 + b**2 * fk.final_var(t))
         std = jnp.where(last, jnp.sqrt(fk.final_var(t)), std)
         eps_hat = (x - alpha_t * x0_hat) / sigma_t
         return (alpha_s * x0_hat + noise_coef * eps_hat).reshape(-1), std
@@ -172,11 +169,19 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = True,
 
 
 def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Callable = resampling_lib.systematic,
-            ess_threshold: float = 0.5, adapted: bool = True, _analytic: bool = False) -> Sampler:
+            ess_threshold: float = 0.5, adapted: bool = False) -> Sampler:
     """MCGdiff for programs whose observations are linear-Gaussian in the diffusion site.
 
     Resamples when the ESS falls under ``ess_threshold * num_particles`` (``ess_threshold=1``
-    resamples at every step, as the paper does).
+    resamples at every step, as the paper does). The incremental weight of a step depends on x_t
+    alone (the predictive of the next potential under the kernel, over the current twist), so with
+    ``adapted=True`` (with ``ess_threshold=1`` the paper's Algorithm 1, a fully adapted auxiliary
+    particle filter) it is applied one step early and the resampling it triggers precedes the move
+    it concerns: copies of a particle move apart instead of being duplicated after the move. The
+    default applies it after the move. Same target and evidence estimate either way; on the
+    Gaussian-mixture benchmark (d = 8, 100 steps) the two were not distinguishable from run-to-run
+    noise. ``kappa``: see the module docstring (a floor on the pinned potential's variance,
+    relative to the observation's).
     """
     if not float(kappa) >= 0:
         raise ValueError(f"kappa must be non-negative, got {kappa!r}")
@@ -193,7 +198,7 @@ def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Calla
 
     def run(rng_key, context) -> SamplerOutput:
         fk, obs = context
-        out = base.run(rng_key, fk, moves=_mcgdiff_moves(fk, obs, bool(adapted), _analytic))
+        out = base.run(rng_key, fk, moves=_mcgdiff_moves(fk, obs, bool(adapted)))
         stats = dict(out.run_stats)
         stats["log_evidence"] = stats["log_evidence"] + obs.log_z_correction
         return out._replace(run_stats=stats)
