@@ -11,6 +11,14 @@ with h_0 = G, so the product of the mean weights estimates Z = E_{p_theta}[G(x_0
 (unbiased, because the weights of steps that do not resample are carried forward). The
 initial weights are h_N(x_N).
 
+The last transition, x_t1 -> x_0, is deterministic in the DDIM-family chain (x_0 = xhat_0(x_t1)).
+Under linear-Gaussian observations the weighted samplers replace it by the Gaussian
+N(xhat_0(x_t1), r_t1^2 I), r_t1^2 = v sigma_t1^2 / (alpha_t1^2 v + sigma_t1^2) (Var[x_0 | x_t1] for
+data of variance v; ``FeynmanKacModel.final_var``), and draw x_0 from its product with the
+likelihood: otherwise an observation more precise than the chain's last noise level (sigma_y
+below r_t1 times the singular values of A) leaves a single particle with weight and an evidence
+estimate off by thousands of nats.
+
 Each step is one ``blackjax.smc.base.step(update_fn, weight_fn, resample_fn)``. BlackJAX's step
 always resamples; adaptive resampling (ESS below ``ess_threshold * N``, or every
 ``resample_every`` steps) is expressed through its own hooks: the resampling function is the
