@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import warnings
 
 import jax
@@ -20,41 +21,63 @@ _CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 _CACHE_SIZE = 16
 
 
-def _is_traced_data(value) -> bool:
-    """Arrays are passed to the compiled run as arguments; anything else (Python numbers, flags,
-    operators) is closed over, so a program may use it in Python control flow."""
-    return isinstance(value, (np.ndarray, jax.Array)) and value.dtype != object
-
-
 def _fingerprint(value):
-    if _is_traced_data(value):
-        return ("array", value.shape, str(value.dtype))
     try:
-        return ("value", hash(value), type(value).__name__)
-    except TypeError:  # unhashable: identity
+        arr = np.asarray(value)
+    except Exception:  # not array-like: identity
         return ("id", id(value))
+    if arr.dtype == object:
+        return ("id", id(value))
+    return (arr.shape, str(arr.dtype), hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest())
 
 
-def _compiled_run(program, sampler, info, data, progress: bool):
-    """The jitted ``vmap`` of ``sampler.run`` over chain keys, as a function of the keys and the
-    array-valued data, cached per (program, sampler, data shapes and other values, progress): a
-    repeated ``infer`` call, also with new observations of the same shape, reuses its compilation."""
-    key = (id(program), id(sampler), tuple(sorted((k, _fingerprint(v)) for k, v in data.items())), progress)
+_TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _compiled_run(program, sampler, info, data, *, progress: bool = False, traced_observations: bool = True):
+    """``(run_all, args)``: the jitted ``vmap`` of ``sampler.run`` over chain keys and the arguments
+    to call it with, ``run_all(keys, args)``.
+
+    The observed values passed as keyword arguments (``info.observed_args``) are arguments of the
+    compiled function, so only their shapes and dtypes key the cache: a new observation reuses the
+    compilation. Every other keyword argument is fingerprinted (a new value compiles anew), and so
+    is everything the sampler reads off the program's structure. With ``traced_observations=False``
+    the observations are constants of the compilation too (the fallback for programs that need their
+    concrete values). ``progress`` compiles in the progress bar's host callbacks.
+    """
+    obs_keys = info.observed_args if traced_observations else ()
+    static = {k: v for k, v in data.items() if k not in obs_keys}
+    args = {k: data[k] for k in obs_keys}
+    key = (id(program), id(sampler), traced_observations, progress,
+           tuple(sorted((k, _fingerprint(v)) for k, v in static.items())),
+           tuple(sorted((k, np.shape(v), str(np.asarray(v).dtype)) for k, v in args.items())))
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is program and hit[1] is sampler:
         _CACHE.move_to_end(key)
-        return hit[2]
-    static = {k: v for k, v in data.items() if not _is_traced_data(v)}
+        if hit[2] is None:  # this program needs concrete observations (see infer)
+            return _compiled_run(program, sampler, info, data, progress=progress, traced_observations=False)
+        return hit[2], args
 
-    def run_all(keys, arrays):
-        context = sampler.setup(program, info, {**static, **arrays})
-        return jax.vmap(lambda k: sampler.run(k, context))(keys)
+    if traced_observations:
+        def run_all(keys, args):
+            context = sampler.setup(program, info, {**static, **args})
+            return jax.vmap(lambda k: sampler.run(k, context))(keys)
+    else:
+        context = sampler.setup(program, info, data)  # eagerly, as the sampler's setup may assume
 
-    run_all = jax.jit(run_all)
-    _CACHE[key] = (program, sampler, run_all)  # strong references keep the ids valid
+        def run_all(keys, args):
+            return jax.vmap(lambda k: sampler.run(k, context))(keys)
+
+    compiled = jax.jit(run_all)
+    _CACHE[key] = (program, sampler, compiled)  # strong references keep the ids valid
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
-    return run_all
+    return compiled, args
 
 
 def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_bar: bool | None = None,
@@ -104,14 +127,36 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
         )
 
     progress = _progress.default_enabled() if progress_bar is None else bool(progress_bar)
-    run_all = _compiled_run(program, sampler, info, data, progress)
+    run_all, args = _compiled_run(program, sampler, info, data, progress=progress)
     with _progress.tracing(progress), _progress.bar(info.prior.steps, sampler.name, progress):
-        out = jax.block_until_ready(run_all(keys, {k: v for k, v in data.items() if _is_traced_data(v)}))
+        try:
+            out = jax.block_until_ready(run_all(keys, args))
+        except _TRACE_ERRORS:
+            if not args:
+                raise
+            # the program needs its observations' concrete values: compile them in as constants, and
+            # remember it for the next call
+            for key, entry in _CACHE.items():
+                if entry[2] is run_all:
+                    _CACHE[key] = (program, sampler, None)
+            run_all, args = _compiled_run(program, sampler, info, data, progress=progress,
+                                          traced_observations=False)
+            out = jax.block_until_ready(run_all(keys, args))
     if "degenerate" in out.run_stats and np.any(np.asarray(out.run_stats["degenerate"])):
         bad = np.flatnonzero(np.asarray(out.run_stats["degenerate"])).tolist()
         warnings.warn(
             f"{sampler.name}: chains {bad} degenerated (all weights zero, a non-finite evidence, or "
             "non-finite draws); their draws are NaN and sample_stats.degenerate is True",
+            RuntimeWarning, stacklevel=2,
+        )
+    if "low_ess" in out.run_stats and np.any(np.asarray(out.run_stats["low_ess"])):
+        low = np.flatnonzero(np.asarray(out.run_stats["low_ess"])).tolist()
+        ess = np.asarray(out.run_stats["final_ess"]).reshape(-1)[low]
+        warnings.warn(
+            f"{sampler.name}: chains {low} ended with an effective sample size of "
+            f"{', '.join(f'{e:.1f}' for e in ess)}: their draws are copies of a few particles and their "
+            "log-evidence is unreliable (sample_stats.low_ess is True); use more particles or steps, or a "
+            "sampler whose proposal uses the observation",
             RuntimeWarning, stacklevel=2,
         )
     attrs = {

@@ -164,14 +164,20 @@ class GaussianMixture(eqx.Module):
         return out.reshape(x.shape[:-1])
 
     def sample(self, key, num_samples: int, alpha=1.0, sigma=0.0):
-        """Exact draws of x_t (of x_0 with the defaults), shape ``(num_samples, d)``."""
+        """Exact draws of x_t (of x_0 with the defaults), shape ``(num_samples, d)``.
+
+        With full covariances each draw is rotated by its component's eigenvectors in batches of
+        at most ~4M gathered matrix entries (``jax.lax.map``), never an (n, d, d) array.
+        """
         k_comp, k_noise = jax.random.split(key)
         comp = jax.random.categorical(k_comp, self.log_weights, shape=(num_samples,))
         z = jax.random.normal(k_noise, (num_samples, self.dim))
         std = jnp.sqrt(alpha**2 * self.eigvals[comp] + sigma**2)
         dev = std * z
         if self.eigvecs is not None:
-            dev = jnp.einsum("nij,nj->ni", self.eigvecs[comp], dev)
+            batch = max(1, min(num_samples, 4_000_000 // (self.dim * self.dim)))
+            rotate = lambda cv: self.eigvecs[cv[0]] @ cv[1]
+            dev = jax.lax.map(rotate, (comp, dev), batch_size=batch)
         return alpha * self.means[comp] + dev
 
     # ------------------------------------------------------------------ linear-Gaussian observations

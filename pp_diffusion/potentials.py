@@ -79,7 +79,8 @@ class LinearGaussian(NamedTuple):
     """y = A x_0 + N(0, diag(noise_var)) over flattened x_0, with A's SVD after whitening.
 
     ``u, s, vt`` decompose the whitened operator diag(noise_var)^(-1/2) A = U diag(s) Vt and
-    ``y_white`` is the whitened observation; ``log_det_noise`` = sum log noise_var.
+    ``y_white`` is the whitened observation; ``log_det_noise`` = sum log noise_var; ``u_perp``
+    is an orthonormal basis of the complement of range(U) (no columns when A has full row rank).
     """
 
     A: jax.Array
@@ -90,33 +91,53 @@ class LinearGaussian(NamedTuple):
     vt: jax.Array
     y_white: jax.Array
     log_det_noise: jax.Array
+    u_perp: jax.Array
 
     @classmethod
     def build(cls, A, y, noise_var) -> "LinearGaussian":
-        """From concrete ``A`` and ``noise_var`` (the SVD is computed eagerly, in float64); ``y``
-        may be traced, so one compiled run serves every observed value."""
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
-        y = jnp.atleast_1d(jnp.asarray(y, dtype=jnp.float32))
+        y = np.atleast_1d(np.asarray(y, dtype=np.float64))
         var = np.broadcast_to(np.asarray(noise_var, dtype=np.float64), y.shape)
         if A.shape[0] != y.shape[0] or y.ndim != 1:
             raise ValueError(f"y must have shape ({A.shape[0]},) to match A {A.shape}, got {y.shape}")
         if np.any(var <= 0):
             raise ValueError("noise variances must be positive")
         w = 1.0 / np.sqrt(var)
-        u, s, vt = np.linalg.svd(w[:, None] * A, full_matrices=False)
-        with jax.ensure_compile_time_eval():  # concrete even under jit: mcgdiff reads them eagerly
-            A, var, u, s, vt, w, log_det = (jnp.asarray(a, dtype=jnp.float32)
-                                            for a in (A, var, u, s, vt, w, np.sum(np.log(var))))
-        return cls(A, y, var, u, s, vt, w * y, log_det)
+        u_full, s, vt = np.linalg.svd(w[:, None] * A, full_matrices=True)
+        rank = int(np.sum(s > s.max(initial=0.0) * max(A.shape) * np.finfo(np.float64).eps)) if s.size else 0
+        u, s, vt, u_perp = u_full[:, :rank], s[:rank], vt[:rank], u_full[:, rank:]
+        f32 = lambda a: jnp.asarray(a, dtype=jnp.float32)
+        return cls(f32(A), f32(y), f32(var), f32(u), f32(s), f32(vt), f32(w * y), f32(np.sum(np.log(var))),
+                   f32(u_perp))
 
     def log_likelihood(self, x0, extra_var=0.0):
         """log N(y; A x0, diag(noise_var) + extra_var A A^T) for flattened x0 (extra_var a scalar)."""
-        resid = self.u.T @ (self.y_white - (self.A @ x0) / jnp.sqrt(self.noise_var))
+        white = self.y_white - (self.A @ x0) / jnp.sqrt(self.noise_var)
+        resid = self.u.T @ white
         var = 1.0 + extra_var * self.s**2
         dy = self.y.shape[0]
-        # components of the whitened residual outside range(U) have unit variance
-        outside = jnp.sum((self.y_white - (self.A @ x0) / jnp.sqrt(self.noise_var)) ** 2) - jnp.sum(resid**2)
+        # components of the whitened residual outside range(U) have unit variance; projected, not
+        # |white|^2 - |resid|^2, which cancels catastrophically in float32 when noise_var is tiny
+        outside = jnp.sum((self.u_perp.T @ white) ** 2)
         return -0.5 * (jnp.sum(resid**2 / var + jnp.log(var)) + outside + self.log_det_noise + dy * jnp.log(2 * jnp.pi))
+
+    def condition(self, rng_key, mean, var):
+        """A draw of x_0 from N(mean, var I) N(y; A x_0, diag(noise_var)) (normalised) and the log of
+        its normaliser, log N(y; A mean, diag(noise_var) + var A A^T), for flattened ``mean`` and a
+        scalar ``var`` >= 0.
+
+        In the coordinates xbar = Vt x_0 the product is Gaussian coordinate by coordinate, with
+        variance var / (1 + var s_i^2) and mean (xbar_i + var s_i (U^T y_white)_i) / (1 + var s_i^2);
+        the directions outside range(Vt^T) keep N(mean, var).
+        """
+        z = jax.random.normal(rng_key, mean.shape, mean.dtype)
+        z_obs = jax.random.normal(jax.random.fold_in(rng_key, 1), self.s.shape, mean.dtype)
+        denom = 1.0 + var * self.s**2
+        # the shift of xbar from Vt mean, from the whitened residual (no cancellation when var s^2 >> 1)
+        resid = self.u.T @ self.y_white - self.s * (self.vt @ mean)
+        shift = var * self.s * resid / denom + jnp.sqrt(var / denom) * z_obs
+        x = mean + jnp.sqrt(var) * (z - self.vt.T @ (self.vt @ z)) + self.vt.T @ shift
+        return x, self.log_likelihood(mean, var)
 
 
 def linear_gaussian(A, y, noise_var, *, data_var: float = 1.0) -> Potential:

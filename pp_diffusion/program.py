@@ -32,6 +32,12 @@ class ProgramInfo(NamedTuple):
         Names of latent sample sites other than the diffusion site.
     deterministic
         Names of ``numpyro.deterministic`` sites.
+    data
+        The (concrete) keyword arguments the program was traced with.
+    observed_args
+        Names of the array arguments that are passed as an observed site's value (``obs=y``):
+        ``infer`` passes these to its compiled run as arguments, so a new observation of the
+        same shape reuses the compilation.
     """
 
     site: str
@@ -39,6 +45,8 @@ class ProgramInfo(NamedTuple):
     observed: dict[str, Any]
     latent: tuple[str, ...]
     deterministic: tuple[str, ...]
+    data: dict[str, Any] = {}
+    observed_args: tuple[str, ...] = ()
 
 
 def _base_distribution(fn):
@@ -98,7 +106,12 @@ def inspect_program(program: Callable, data: dict[str, Any]) -> ProgramInfo:
         name for name, s in trace.items() if s["type"] == "sample" and not s["is_observed"] and name != site
     )
     deterministic = tuple(name for name, s in trace.items() if s["type"] == "deterministic")
-    return ProgramInfo(site, prior, observed, latent, deterministic)
+    obs_values = [s["value"] for s in trace.values() if s["type"] == "sample" and s["is_observed"]]
+    observed_args = tuple(
+        k for k, v in data.items()
+        if isinstance(v, (np.ndarray, jax.Array)) and any(v is o for o in obs_values)
+    )
+    return ProgramInfo(site, prior, observed, latent, deterministic, dict(data), observed_args)
 
 
 # --------------------------------------------------------------------------- program -> Feynman–Kac pieces
@@ -154,14 +167,16 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
 
     A is read off the program by differentiating loc (so ``op(x)`` for any linear operator, a slice
     or a matrix product is recognised) and affinity is checked at random points of several scales.
+    The structure is read with the concrete data ``info.data``; only y comes from ``data`` (which
+    ``infer`` traces, so that a new observation reuses its compilation).
     """
-    from pp_diffusion.potentials import LinearGaussian
-
     if not info.observed:
         return None
     event_shape = info.prior.event_shape
 
-    def pieces(x0_flat):
+    concrete = info.data if info.data else data  # the structure is read from concrete values
+
+    def pieces(x0_flat, data=concrete):
         trace = _conditioned_trace(program, info, data, x0_flat.reshape(event_shape))
         locs, scales, values = [], [], []
         for name, site in trace.items():
@@ -180,28 +195,38 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
             values.append(jnp.reshape(site["value"], -1))
         return jnp.concatenate(locs), jnp.concatenate(scales), jnp.concatenate(values)
 
-    # The structure (A, b, the noise scales) must be concrete even when the observed values are
-    # traced (infer passes data as jit arguments): only y may stay a tracer.
-    with jax.ensure_compile_time_eval():
-        d = int(np.prod(event_shape))
-        probe = pieces(jnp.zeros(d))
-        if probe is None:
+    d = int(np.prod(event_shape))
+    with jax.ensure_compile_time_eval():  # concrete even while infer's jit traces the sampler's setup
+        lg = _linear_gaussian_from(pieces, d)
+    if lg is None or not any(data[k] is not concrete.get(k) for k in data):
+        return lg
+    # the observation itself from the data given (traced under infer's jit): y - b, whitened
+    traced = pieces(jnp.zeros(d), data)
+    y = traced[2] - traced[0]
+    return lg._replace(y=y.astype(jnp.float32), y_white=(y / jnp.sqrt(lg.noise_var)).astype(jnp.float32))
+
+
+def _linear_gaussian_from(pieces, d):
+    from pp_diffusion.potentials import LinearGaussian
+
+    probe = pieces(jnp.zeros(d))
+    if probe is None:
+        return None
+    loc_fn = lambda x: pieces(x)[0]
+    k1, k2 = jax.random.split(jax.random.key(1))
+    p1, p2 = jax.random.normal(k1, (d,)), 3.0 * jax.random.normal(k2, (d,))
+    A = np.asarray(jax.jacfwd(loc_fn)(p1), dtype=np.float64)
+    b = np.asarray(probe[0], dtype=np.float64)
+    # probe on both sides of the origin and over four decades of scale: two points of scale ~1
+    # miss piecewise-linear locs (a clip to [-1, 1] looks like the identity there)
+    for p in (p1, -p1, p2, 0.01 * p2, 100.0 * p2):
+        loc, sc, _ = pieces(p)
+        expected = A @ np.asarray(p, dtype=np.float64) + b
+        tol = 1e-4 * (1.0 + np.abs(expected).max())
+        if np.abs(np.asarray(loc) - expected).max() > tol or not np.allclose(np.asarray(sc), np.asarray(probe[1])):
             return None
-        loc_fn = lambda x: pieces(x)[0]
-        k1, k2 = jax.random.split(jax.random.key(1))
-        p1, p2 = jax.random.normal(k1, (d,)), 3.0 * jax.random.normal(k2, (d,))
-        A = np.asarray(jax.jacfwd(loc_fn)(p1), dtype=np.float64)
-        b = np.asarray(probe[0], dtype=np.float64)
-        # probe on both sides of the origin and over four decades of scale: two points of scale ~1
-        # miss piecewise-linear locs (a clip to [-1, 1] looks like the identity there)
-        for p in (p1, -p1, p2, 0.01 * p2, 100.0 * p2):
-            loc, sc, _ = pieces(p)
-            expected = A @ np.asarray(p, dtype=np.float64) + b
-            tol = 1e-4 * (1.0 + np.abs(expected).max())
-            if np.abs(np.asarray(loc) - expected).max() > tol or not np.allclose(np.asarray(sc), np.asarray(probe[1])):
-                return None
-        noise_var = np.asarray(probe[1], dtype=np.float64) ** 2
-    return LinearGaussian.build(A, probe[2] - jnp.asarray(b, jnp.float32), noise_var)
+    y = np.asarray(probe[2], dtype=np.float64) - b
+    return LinearGaussian.build(A, y, np.asarray(probe[1], dtype=np.float64) ** 2)
 
 
 class FeynmanKacModel(NamedTuple):
@@ -220,6 +245,9 @@ class FeynmanKacModel(NamedTuple):
         The :class:`~pp_diffusion.potentials.LinearGaussian` structure, or None.
     deterministic
         x_0 -> the program's deterministic sites.
+    data_var
+        The data variance v of the Gaussian twist (and of the last transition of
+        :meth:`final_var`); the model's ``data_var`` unless overridden.
     """
 
     site: str
@@ -228,11 +256,19 @@ class FeynmanKacModel(NamedTuple):
     potential: Any
     linear_gaussian: Any
     deterministic: Callable
+    data_var: float = 1.0
+
+    def final_var(self, t):
+        """r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2): Var[x_0 | x_t] for data x_0 ~ N(0, v I), the
+        variance the conditioning samplers give the last transition x_{t_1} -> x_0 under linear-Gaussian
+        observations (see :func:`pp_diffusion.smc.run_smc`)."""
+        sched, v = self.prior.model.schedule, self.data_var
+        alpha, sigma = sched.alpha(t), sched.sigma(t)
+        return v * sigma**2 / (alpha**2 * v + sigma**2)
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
-    """Build the Feynman–Kac model of a conditioned program. Array-valued observations may be
-    traced (``infer`` passes them as arguments of its compiled run); the structure is read eagerly.
+    """Build the Feynman–Kac model of a conditioned program (eagerly: call outside ``jax.jit``).
 
     ``data_var`` overrides the model's ``data_var`` in the variance-corrected Gaussian twist."""
     from pp_diffusion import potentials
@@ -245,9 +281,9 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
         )
     log_g = log_potential_fn(program, info, data)
     lg = linear_gaussian_structure(program, info, data)
+    v = float(info.prior.model.data_var if data_var is None else data_var)
     if lg is not None:
-        v = info.prior.model.data_var if data_var is None else data_var
         potential = potentials.linear_gaussian_potential(lg, v)
     else:
         potential = potentials.tweedie_lookahead(log_g)
-    return FeynmanKacModel(info.site, info.prior, log_g, potential, lg, deterministic_fn(program, info, data))
+    return FeynmanKacModel(info.site, info.prior, log_g, potential, lg, deterministic_fn(program, info, data), v)

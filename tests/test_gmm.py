@@ -225,6 +225,27 @@ def test_sample_mean_and_covariance(kind, alpha, sigma):
     np.testing.assert_array_less(np.abs(prods.mean(0) - cov_t), 5 * se_cov)
 
 
+def test_full_covariance_sampling_in_batches_is_the_per_draw_rotation():
+    """d = 300: draws are rotated in batches of 4e6 // d^2 = 44 (a remainder batch included); each
+    must equal mu_k + Q_k (std_k * z) computed draw by draw from the same component and noise."""
+    rng = np.random.default_rng(3)
+    d, k, n = 300, 3, 101
+    q = np.linalg.qr(rng.normal(size=(k, d, d)))[0]
+    vals = rng.uniform(0.5, 2.0, size=(k, d))
+    cov = np.einsum("kij,kj,klj->kil", q, vals, q)
+    gm = GaussianMixture(np.ones(k), rng.normal(size=(k, d)), cov)
+    key = jax.random.key(9)
+    x = np.asarray(gm.sample(key, n, 0.7, 0.4), np.float64)
+    k_comp, k_noise = jax.random.split(key)
+    comp = np.asarray(jax.random.categorical(k_comp, gm.log_weights, shape=(n,)))
+    z = np.asarray(jax.random.normal(k_noise, (n, d)), np.float64)
+    lam = np.asarray(gm.eigvals, np.float64)[comp]
+    Q = np.asarray(gm.eigvecs, np.float64)[comp]
+    expected = 0.7 * np.asarray(gm.means, np.float64)[comp] + np.einsum("nij,nj->ni", Q, np.sqrt(0.49 * lam + 0.16) * z)
+    assert len(set(comp.tolist())) == k
+    np.testing.assert_allclose(x, expected, atol=2e-4)
+
+
 def test_sample_component_frequencies():
     # well separated components: the nearest mean identifies the component
     gm = GaussianMixture([0.6, 0.3, 0.1], [[-20.0, 0.0], [0.0, 20.0], [20.0, 0.0]], [0.5, 1.0, 2.0])

@@ -240,30 +240,56 @@ def test_progress_bar_is_off_by_default_under_pytest(capsys):
     assert _bar_lines(capsys.readouterr().err) == []
 
 
-# --------------------------------------------------------------------------- one compilation per shape
+# --------------------------------------------------------------------------- compilation cache
+
+def _counting(sampler):
+    """The sampler with a counter of how often its run is traced (once per compilation)."""
+    count = {"traces": 0}
+
+    def run(rng_key, context):
+        count["traces"] += 1
+        return sampler.run(rng_key, context)
+
+    return sampler._replace(run=run), count
 
 
-@pytest.mark.parametrize("make_sampler", [lambda: ppd.smc.twisted(16), lambda: ppd.smc.mcgdiff(16)])
-def test_new_observations_of_the_same_shape_reuse_the_compiled_run(make_sampler):
-    from pp_diffusion import _infer
+def _posterior_mean(y, sigma):
+    post = MIXTURE.posterior(np.eye(2), y, sigma**2)
+    return np.asarray(post.weights, np.float64) @ np.asarray(post.means, np.float64)
 
-    setups = []
-    base = make_sampler()
-    sampler = base._replace(setup=lambda *a: setups.append(1) or base.setup(*a))
 
-    def program(y=None):
+@pytest.mark.parametrize("make", [lambda: ppd.smc.bootstrap(400), lambda: ppd.smc.mcgdiff(400)])
+def test_a_new_observation_reuses_the_compilation(make):
+    """The observed values are arguments of the compiled run: a second y of the same shape is not
+    traced again, and its draws follow its own exact posterior (means within 0.15; measured
+    errors <= 0.05 with 2 chains of 400)."""
+
+    def observed(y=None):
         x = numpyro.sample("x", PRIOR)
-        numpyro.sample("y", dist.Normal(x[0] - x[1], 0.5), obs=y)
+        numpyro.sample("y", dist.Normal(x, 0.5), obs=y)
 
-    first = ppd.infer(program, sampler, jax.random.key(0), num_chains=2, y=jnp.array(1.0))
-    second = ppd.infer(program, sampler, jax.random.key(0), num_chains=2, y=jnp.array(-3.0))
-    assert len(setups) == 1  # traced once: y is an argument of the compiled run
-    _infer._CACHE.clear()
-    fresh = ppd.infer(program, sampler, jax.random.key(0), num_chains=2, y=jnp.array(-3.0))
-    assert len(setups) == 2
-    np.testing.assert_allclose(second.posterior["x"], fresh.posterior["x"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(second.sample_stats["log_evidence"], fresh.sample_stats["log_evidence"], rtol=1e-5)
-    # and the observation did change the answer: the posterior of x0 - x1 follows y
-    diff = lambda idata: float(np.mean(idata.posterior["x"][..., 0] - idata.posterior["x"][..., 1]))
-    assert diff(first) - diff(second) > 1.0
-    assert float(second.observed_data["y"]) == -3.0
+    sampler, count = _counting(make())
+    for i, y in enumerate([np.array([4.0, 2.5]), np.array([-4.0, 0.5]), np.array([0.5, -3.5])]):
+        idata = ppd.infer(observed, sampler, jax.random.key(i), num_chains=2, y=y)
+        mean = np.asarray(idata.posterior["x"].values, np.float64).mean(axis=(0, 1))
+        np.testing.assert_allclose(mean, _posterior_mean(y, 0.5), atol=0.15)
+        np.testing.assert_allclose(idata.observed_data["y"].values, y)
+        assert count["traces"] == 1
+
+
+def test_a_program_needing_concrete_observations_still_runs():
+    """A program that reads its observation with NumPy cannot take it as a traced argument: infer
+    falls back to compiling it in (a new trace per value) and gives the same answer."""
+
+    def numpy_program(y=None):
+        x = numpyro.sample("x", PRIOR)
+        scale = float(np.abs(np.asarray(y)).max()) * 0 + 0.5  # concrete use of y
+        numpyro.sample("y", dist.Normal(x, scale), obs=y)
+
+    sampler, count = _counting(ppd.smc.bootstrap(400))
+    for i, y in enumerate([np.array([4.0, 2.5]), np.array([-4.0, 0.5])]):
+        idata = ppd.infer(numpy_program, sampler, jax.random.key(i), num_chains=2, y=y)
+        mean = np.asarray(idata.posterior["x"].values, np.float64).mean(axis=(0, 1))
+        np.testing.assert_allclose(mean, _posterior_mean(y, 0.5), atol=0.15)
+    # one compilation per value (the traced attempt fails in the setup, before the run is traced)
+    assert count["traces"] == 2

@@ -170,3 +170,13 @@ def test_nearest_neighbour_distance_matches_brute_force():
         nearest_neighbour_distance(samples, reference[:, :4])
     with pytest.raises(ValueError, match="chunk_size"):
         nearest_neighbour_distance(samples, reference, 0)
+
+
+def test_eager_call_sorts_on_the_host_and_agrees_with_the_jitted_metric():
+    """Eagerly the projections are sorted by NumPy, under jit by XLA: the same value (to float32
+    rounding of the mean), here on sets of different sizes."""
+    x, y = _normal(11, 3000, 5), _normal(12, 2000, 5, shift=0.4)
+    eager = float(_sliced_wasserstein(KEY, x, y, num_directions=200))
+    jitted = float(sliced_wasserstein(KEY, x, y, num_directions=200))
+    assert eager > 0.2
+    assert eager == pytest.approx(jitted, rel=1e-5)

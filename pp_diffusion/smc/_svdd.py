@@ -50,7 +50,16 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
 
 
 def svdd(num_particles: int = 1000, num_candidates: int = 10, *, temperature: float = 1.0) -> Sampler:
-    """SVDD-PM with ``num_candidates`` children per particle and step (NFE: that many per step)."""
+    """SVDD-PM with ``num_candidates`` children per particle and step (NFE: that many per step).
+
+    ``temperature`` alpha: children are kept with probability proportional to exp(v / alpha). The
+    default 1 aims at the program's own target p_theta(x_0) G(x_0) (its posterior, or its reward
+    tilt exp(lam r)), which is what a probabilistic program asks for. The paper (Li et al., 2024)
+    maximises a reward instead and uses alpha = 0.01 or the argmax (alpha -> 0): pass
+    ``temperature=0.01`` for that. The two differ a lot: for the tilt exp(x_1) of a 2-d mixture
+    (exact tilted mean of x_1 2.20, sd 1.07; 50 steps, 4 children) alpha = 1 gives mean 1.72-1.75,
+    sd 1.3, and alpha = 0.01 gives 5.53, sd 0.45: far past the tilted target, into the reward's tail.
+    """
     _check_positive_int(num_candidates, "num_candidates")
     if not float(temperature) > 0:
         raise ValueError(f"temperature must be positive, got {temperature!r}")

@@ -43,9 +43,23 @@ def kernel_coefficients(model, t, s, eta):
 
 
 def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.0,
-                path: str | None = None, weighted: bool = True):
-    """``init_particle`` and ``move`` for the methods above (and DPS: ``weighted=False``)."""
+                path: str | None = None, weighted: bool = True, score_step: bool = True):
+    """``init_particle`` and ``move`` for the methods above (and DPS: ``weighted=False``).
+
+    Guided proposals shift the kernel mean by ``guidance_scale * k_t * grad log h_t(x_t)`` (a
+    score term), or by ``guidance_scale * grad log h_t(x_t)`` when ``score_step`` is false (a
+    plain gradient step, as DPS's normalised step).
+
+    The last step, into clean data, is deterministic (x_0 = xhat_0(x_t1), weight G / h_t1), except
+    for weighted methods on linear-Gaussian observations: there x_0 is drawn from the locally
+    optimal proposal N(xhat_0(x_t1), r_t1^2 I) N(y; A x_0, Sigma_y) (normalised, closed form in the
+    whitened SVD coordinates; r_t1^2 = ``fk.final_var(t1)``), whose weight
+    N(y; A xhat_0, Sigma_y + r_t1^2 A A^T) / h_t1(x_t1) is 1 for the variance-corrected twist.
+    A deterministic last step with a twist much wider than G along A (sigma_y below r_t1 s_i)
+    leaves one particle and an evidence estimate thousands of nats low.
+    """
     model, eta, potential = fk.prior.model, fk.prior.eta, fk.potential
+    lg = fk.linear_gaussian if weighted else None
 
     def evaluate(x, t, aux_prev, first):
         alpha, sigma = model.schedule.alpha(t), model.schedule.sigma(t)
@@ -75,15 +89,22 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
         alpha_t, sigma_t, alpha_s, noise_coef, std, k = kernel_coefficients(model, t, s, eta)
         eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
         mean_p = alpha_s * p.x0_hat + noise_coef * eps_hat
+        if final and lg is not None:  # locally optimal Gaussian proposal (see the docstring); h_0 = G
+            flat, log_norm = lg.condition(rng_key, mean_p.reshape(-1), fk.final_var(t))
+            x_s = flat.reshape(p.x.shape)
+            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
+            return new._replace(incr=log_norm - p.log_h)
         if final:  # into clean data: deterministic, x_0 = xhat_0(x_t1); h_0 = G
             x_s = mean_p
             new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
             log_q_ratio = 0.0
         else:
-            mean_q = mean_p + guidance_scale * k * p.grad_log_h if guided else mean_p
-            x_s = mean_q + std * jax.random.normal(rng_key, p.x.shape, p.x.dtype)
+            shift = guidance_scale * (k if score_step else 1.0) * p.grad_log_h
+            mean_q = mean_p + shift if guided else mean_p
+            noise = jax.random.normal(rng_key, p.x.shape, p.x.dtype)
+            x_s = mean_q + std * noise
             new = evaluate(x_s, s, p.aux, False)._replace(log_w=p.log_w)
-            log_q_ratio = gaussian_log_ratio(x_s, mean_p, mean_q, std) if guided else 0.0
+            log_q_ratio = gaussian_log_ratio(noise, shift, std) if guided else 0.0
         incr = new.log_h - p.log_h + log_q_ratio if weighted else jnp.zeros(())
         return new._replace(incr=incr)
 
