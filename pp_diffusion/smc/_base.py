@@ -95,9 +95,9 @@ def gaussian_log_ratio(noise, shift, std):
 
     .. math::  -\\frac{noise \\cdot shift}{std} - \\frac{\\lVert shift \\rVert^2}{2\\, std^2},
 
-    computed from the noise and the shift, never from x: the difference of the squared distances
-    loses every digit in float32 when |x| is large and std small (hundreds of nats of error at
-    d = 80, |x| ~ 100, std ~ 1e-3). Zero when std = 0 (no proposal noise: then q = p).
+    computed from the noise and the shift, never from x: the difference of two squared distances
+    of order |x|^2 / std^2 loses its digits in float32 when |x| is large and std small. Zero when
+    std = 0 (no proposal noise: then q = p).
     """
     safe = jnp.where(std > 0, std, 1.0)
     d = -jnp.sum(noise * shift) / safe - jnp.sum(shift**2) / (2 * safe**2)
