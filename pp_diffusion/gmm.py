@@ -84,7 +84,8 @@ class GaussianMixture(eqx.Module):
             )
         if np.any(vals < -1e-10):
             raise ValueError("covariances must be positive semi-definite")
-        self.log_weights = jnp.asarray(np.log(w / w.sum()), dtype=jnp.float32)
+        with np.errstate(divide="ignore"):  # a zero weight (e.g. a posterior weight that underflows) is log 0 = -inf
+            self.log_weights = jnp.asarray(np.log(w / w.sum()), dtype=jnp.float32)
         self.means = jnp.asarray(mu, dtype=jnp.float32)
         self.eigvals = jnp.asarray(np.maximum(vals, 0.0), dtype=jnp.float32)
         self.eigvecs = None if vecs is None else jnp.asarray(vecs, dtype=jnp.float32)
