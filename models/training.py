@@ -74,17 +74,18 @@ def optimizer_description(args) -> str:
             f"{args.warmup} warm-up steps then cosine decay to lr/100")
 
 
-def fit(network, schedule, batch_fn, key, args, eval_fn=None, desc: str = "train"):
-    """Train ``network`` on the eps loss and return ``(ema_network, history, train_seconds)``.
+def fit(network, loss_fn, batch_fn, key, args, eval_fn=None, desc: str = "train", steps: int | None = None):
+    """Train ``network`` on ``loss_fn(network, batch)`` and return ``(ema_network, history, train_seconds)``.
 
-    ``batch_fn(key)`` draws one batch ``(x0, t, eps, labels or None)``, with ``key`` folded from
-    ``key`` and the step number. Optax ``clip_by_global_norm(1)`` + AdamW with linear warm-up and
-    cosine decay to lr/100; an EMA of the weights with decay ``args.ema`` (warm-up
+    ``batch_fn(key)`` draws one batch, with ``key`` folded from ``key`` and the step number.
+    ``steps`` (default ``args.steps``) Optax ``clip_by_global_norm(1)`` + AdamW steps with linear
+    warm-up and cosine decay to lr/100; an EMA of the weights with decay ``args.ema`` (warm-up
     ``(1 + n) / (10 + n)``), which is what is returned. Steps run in chunks of ``args.chunk``
     inside one jitted ``lax.scan``. Every ``args.eval_every`` steps ``eval_fn(ema_network)`` (a
-    held-out loss) is recorded in the history next to the mean training-batch loss.
+    dict of held-out scores) is recorded in the history next to the mean training-batch loss.
     """
-    lr_schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, args.steps,
+    steps = args.steps if steps is None else steps
+    lr_schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, steps,
                                                      end_value=args.lr * 0.01)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0),
                             optax.adamw(lr_schedule, weight_decay=args.weight_decay))
@@ -96,9 +97,8 @@ def fit(network, schedule, batch_fn, key, args, eval_fn=None, desc: str = "train
     # inside a loop body.)
     def step_fn(carry, step):
         params, opt_state, ema = carry
-        x0, t, eps, labels = batch_fn(jax.random.fold_in(key, step))
-        loss, grads = jax.value_and_grad(
-            lambda p: eps_loss(eqx.combine(p, static), schedule, x0, t, eps, labels))(params)
+        batch = batch_fn(jax.random.fold_in(key, step))
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static), batch))(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         decay = jnp.minimum(args.ema, (1.0 + step) / (10.0 + step))
@@ -109,22 +109,23 @@ def fit(network, schedule, batch_fn, key, args, eval_fn=None, desc: str = "train
 
     carry = (params, opt_state, params)
     history, recent = [], []
-    bar = tqdm(total=args.steps, disable=not args.progress, desc=desc, unit="step")
+    bar = tqdm(total=steps, disable=not args.progress, desc=desc, unit="step")
     train_start = time.perf_counter()
-    for begin in range(0, args.steps, args.chunk):
-        stop = min(begin + args.chunk, args.steps)
+    for begin in range(0, steps, args.chunk):
+        stop = min(begin + args.chunk, steps)
         carry, losses = run(carry, jnp.arange(begin, stop))
         recent.append(np.asarray(losses))
         bar.update(stop - begin)
         bar.set_postfix(loss=f"{float(np.mean(recent[-1])):.4f}")
-        if eval_fn is not None and args.eval_every and (stop % args.eval_every == 0 or stop == args.steps):
-            test = eval_fn(eqx.combine(carry[2], static))
+        if eval_fn is not None and args.eval_every and (stop % args.eval_every == 0 or stop == steps):
+            scores = eval_fn(eqx.combine(carry[2], static))
             batch = float(np.mean(np.concatenate(recent)))
-            history.append({"step": stop, "train_batch_loss": round(batch, 5), "ema_test_loss": round(test, 5),
+            history.append({"step": stop, "train_batch_loss": round(batch, 5), **scores,
                             "seconds": round(time.perf_counter() - train_start, 1)})
             recent = []
-            tqdm.write(f"step {stop:6d}  mean train batch loss {batch:.4f}  EMA test loss {test:.4f}  "
-                       f"({history[-1]['seconds']:.0f} s)")
+            tqdm.write(f"{desc} step {stop:6d}  mean train batch loss {batch:.4f}  "
+                       + "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                       + f"  ({history[-1]['seconds']:.0f} s)")
     bar.close()
     return eqx.combine(carry[2], static), history, time.perf_counter() - train_start
 

@@ -135,9 +135,10 @@ def train(args) -> None:
         return x0, t, eps, jnp.where(drop, num_classes, data_labels[idx])
 
     test_labels = None if num_classes is None else split["y_test"]
-    eval_fn = lambda net: training.evaluate(net, schedule, split["x_test"], k_eval, draws=args.eval_draws,
-                                            labels=test_labels)
-    network, history, train_seconds = training.fit(network, schedule, batch_fn, k_train, args, eval_fn,
+    eval_fn = lambda net: {"ema_test_loss": round(training.evaluate(
+        net, schedule, split["x_test"], k_eval, draws=args.eval_draws, labels=test_labels), 5)}
+    loss_fn = lambda net, batch: training.eps_loss(net, schedule, *batch)
+    network, history, train_seconds = training.fit(network, loss_fn, batch_fn, k_train, args, eval_fn,
                                                    desc=args.name)
     final = final_losses(network, schedule, split, k_eval, args.eval_draws, num_classes)
     extra = ("" if num_classes is None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -39,13 +39,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-import pp_diffusion
 from pp_diffusion import schedules, zoo
 from pp_diffusion.networks import num_parameters
 
-ZOO_DIR = Path(pp_diffusion.__file__).resolve().parent / "_zoo"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import training  # noqa: E402  (models/training.py: the scanned Optax/EMA loop and run record every zoo script shares)
+
+ZOO_DIR = training.ZOO_DIR
 EVAL_TIMES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 FILES = {"clean": "clean.eqx", "noise_conditional": "noise_conditional.eqx"}
 
@@ -112,32 +113,16 @@ def fit(args, which: str, data, schedule) -> dict:
     network = zoo.build_network(spec, k_init)
     n_params = num_parameters(network)
 
-    lr_schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup, steps, end_value=args.lr * 0.01)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                            optax.adamw(lr_schedule, weight_decay=args.weight_decay))
-    params, static = eqx.partition(network, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
     images, labels = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 
-    def step_fn(carry, step):
-        params, opt_state, ema = carry
-        k_idx, k_t, k_eps = jax.random.split(jax.random.fold_in(k_train, step), 3)
+    def batch_fn(key):
+        k_idx, k_t, k_eps = jax.random.split(key, 3)
         idx = jax.random.randint(k_idx, (args.batch_size,), 0, images.shape[0])
         x0, y = images[idx], labels[idx]
         if which == "clean":
-            loss_fn = lambda p: cross_entropy(eqx.combine(p, static), x0, y)
-        else:
-            t = jax.random.uniform(k_t, (args.batch_size,))
-            x_t = noisy(schedule, x0, t, jax.random.normal(k_eps, x0.shape))
-            loss_fn = lambda p: cross_entropy(eqx.combine(p, static), x_t, y, t)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        decay = jnp.minimum(args.ema, (1.0 + step) / (10.0 + step))
-        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
-        return (params, opt_state, ema), loss
-
-    run = jax.jit(lambda carry, steps: jax.lax.scan(step_fn, carry, steps))
+            return x0, y
+        t = jax.random.uniform(k_t, (args.batch_size,))
+        return noisy(schedule, x0, t, jax.random.normal(k_eps, x0.shape)), y, t
 
     def evaluate(net) -> dict:
         if which == "clean":
@@ -146,29 +131,9 @@ def fit(args, which: str, data, schedule) -> dict:
                                                               jax.random.fold_in(k_eval, i), args.eval_draws), 4)
                 for i, t in enumerate(EVAL_TIMES)}
 
-    carry = (params, opt_state, params)
-    history, recent = [], []
-    bar = tqdm(total=steps, disable=not args.progress, desc=which, unit="step")
-    train_start = time.perf_counter()
-    for begin in range(0, steps, args.chunk):
-        stop = min(begin + args.chunk, steps)
-        carry, losses = run(carry, jnp.arange(begin, stop))
-        recent.append(np.asarray(losses))
-        bar.update(stop - begin)
-        bar.set_postfix(loss=f"{float(np.mean(recent[-1])):.4f}")
-        if args.eval_every and (stop % args.eval_every == 0 or stop == steps):
-            scores = evaluate(eqx.combine(carry[2], static))
-            batch = float(np.mean(np.concatenate(recent)))
-            history.append({"step": stop, "train_batch_loss": round(batch, 5), **scores,
-                            "seconds": round(time.perf_counter() - train_start, 1)})
-            recent = []
-            tqdm.write(f"{which} step {stop:5d}  mean train batch loss {batch:.4f}  EMA "
-                       + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
-                       + f"  ({history[-1]['seconds']:.0f} s)")
-    bar.close()
-    train_seconds = time.perf_counter() - train_start
-
-    network = eqx.combine(carry[2], static)  # the EMA weights are the ones saved
+    network, history, train_seconds = training.fit(
+        network, lambda net, batch: cross_entropy(net, *batch), batch_fn, k_train, args, evaluate,
+        desc=which, steps=steps)
     if which == "clean":
         figures = {"train_accuracy": round(accuracy(network, data.x_train, data.y_train), 4), **evaluate(network)}
     else:
@@ -188,18 +153,10 @@ def fit(args, which: str, data, schedule) -> dict:
         "sha256": zoo.sha256(weights),
         **figures,
         "training": {
-            "command": " ".join(["python models/digits_classifier/train.py", *args.argv]),
-            "seed": args.seed, "steps": steps, "batch_size": args.batch_size,
-            "optimizer": f"clip_by_global_norm(1) + adamw(lr={args.lr:g}, weight_decay={args.weight_decay:g}), "
-                         f"{args.warmup} warm-up steps then cosine decay to lr/100",
-            "ema_decay": args.ema,
+            **training.run_record(argparse.Namespace(**{**vars(args), "steps": steps}),
+                                  "models/digits_classifier/train.py", start, load_at_start, train_seconds, history),
             "loss": ("cross-entropy on the clean training images" if which == "clean" else
                      "cross-entropy on x_t = alpha_t x0 + sigma_t eps, t ~ U(0, 1), eps ~ N(0, I)"),
-            "history": history,
-            "train_seconds": round(train_seconds, 1), "total_seconds": round(time.perf_counter() - start, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average at start "
-                       f"{load_at_start[0]:.1f} (shared machine)",
-            "versions": {"jax": jax.__version__, "equinox": eqx.__version__, "optax": optax.__version__},
         },
     }
 
@@ -233,8 +190,6 @@ def train(args) -> None:
 
 
 def main(argv=None):
-    import sys
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--which", choices=["both", "clean", "noise_conditional"], default="both")

@@ -77,8 +77,9 @@ def train_one(name: str, args) -> None:
         return x0, jax.random.uniform(k_t, (args.batch_size,)), jax.random.normal(k_eps, x0.shape), None
 
     evaluate = lambda net, x: training.evaluate(net, schedule, x, k_eval, draws=8, chunk=8192)
-    network, history, train_seconds = training.fit(network, schedule, batch_fn, k_train, args,
-                                                   lambda net: evaluate(net, x_test), desc=f"toy2d_{name}")
+    network, history, train_seconds = training.fit(
+        network, lambda net, batch: training.eps_loss(net, schedule, *batch), batch_fn, k_train, args,
+        lambda net: {"ema_test_loss": round(evaluate(net, x_test), 5)}, desc=f"toy2d_{name}")
     final_train, final_test = evaluate(network, x_train), evaluate(network, x_test)
     model = ppd.DiffusionModel(network, "eps", schedule, (2,), name=f"toy2d_{name}",
                                data_var=float(x_train.var(axis=0).mean()))
