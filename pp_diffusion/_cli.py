@@ -36,53 +36,33 @@ NUM_SW_DIRECTIONS = 200
 
 # --------------------------------------------------------------------------- option types
 
-def _positive_int(name: str):
-    def parse(text: str) -> int:
+def _checked(name: str, convert, ok, expected: str):
+    """An argparse type: ``convert(text)``, which must satisfy ``ok``; else "NAME must be EXPECTED"."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {expected}, got {text!r}")
         return value
 
     return parse
+
+
+def _positive_int(name: str):
+    return _checked(name, int, lambda v: v >= 1, "a positive integer")
 
 
 def _non_negative_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {text!r}")
-        return value
-
-    return parse
+    return _checked(name, int, lambda v: v >= 0, "a non-negative integer")
 
 
 def _positive_float(name: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
-        return value
-
-    return parse
+    return _checked(name, float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer below 2**32, got {text!r}")
-    return value
+_seed = _checked("seed", int, lambda v: 0 <= v < 2**32, "a non-negative integer below 2**32")
 
 
 def _image_path(text: str) -> Path:
