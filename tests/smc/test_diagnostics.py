@@ -14,10 +14,11 @@ from scipy.special import logsumexp
 
 import pp_diffusion as ppd
 
+from ._problems import GMM
+
 STEPS = 20
 N = 300
 CHAINS = 4
-GMM = ppd.GaussianMixture(np.ones(3), np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), np.array([0.3, 0.5, 0.4]))
 PRIOR = ppd.DiffusionPrior(GMM.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=STEPS)
 Y = np.array([1.0, 0.5])
 

@@ -15,21 +15,11 @@ import pytest
 
 import pp_diffusion as ppd
 
-GMM = ppd.GaussianMixture(np.ones(3), np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), np.array([0.3, 0.5, 0.4]))
+from ._problems import GMM, dense_program
+
 A = np.array([[1.0, 0.5]])
 Y = np.array([1.2])
 SIGMA = 0.01
-
-
-def _dps_program():
-    prior = ppd.DiffusionPrior(GMM.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=100)
-    op = ppd.operators.Dense(A)
-
-    def program(y=None):
-        x = numpyro.sample("x", prior)
-        numpyro.sample("y", dist.Normal(op(x), SIGMA), obs=y)
-
-    return program
 
 
 def _run(program, sampler, chains=2, **data):
@@ -44,7 +34,7 @@ def test_dps_normalized_step_does_not_diverge_where_the_constant_one_does():
     makes every draw NaN; the normalised step zeta' = 0.1 keeps all draws finite, median |y - A x|
     0.121 (exact posterior 0.0067; the prior's 1.6: the fixed step length leaves a residual of
     about zeta' |A|^2) and the mean within 0.16 of the exact posterior mean."""
-    program = _dps_program()
+    program = dense_program(A, SIGMA)
     post = GMM.posterior(A, Y, SIGMA**2)
     exact = np.asarray(post.sample(jax.random.key(0), 50_000), np.float64)
 

@@ -30,9 +30,10 @@ import pp_diffusion as ppd
 from pp_diffusion.smc._base import fk_sampler
 from pp_diffusion.smc._twisted import chain_moves
 
+from ._problems import GMM, dense_program
+
 # ---------------------------------------------------------------------------- the main problem
 
-GMM = ppd.GaussianMixture(np.ones(3), np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), np.array([0.3, 0.5, 0.4]))
 A = np.eye(2)
 SIGMA = 0.5
 Y = np.array([1.0, 0.5])
@@ -53,14 +54,7 @@ POST_MEAN, POST_VAR = _moments(POST)
 
 @functools.cache
 def _program(steps):
-    prior = ppd.DiffusionPrior(GMM.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=steps)
-    op = ppd.operators.Dense(A)
-
-    def program(y=None):
-        x = numpyro.sample("x", prior)
-        numpyro.sample("y", dist.Normal(op(x), SIGMA), obs=y)
-
-    return program
+    return dense_program(A, SIGMA, steps)
 
 
 def _dropping_moves(fk):

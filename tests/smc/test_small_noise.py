@@ -15,15 +15,14 @@ import warnings
 import blackjax.smc.resampling as resampling
 import jax
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
 
 import pp_diffusion as ppd
 from pp_diffusion.smc._base import fk_sampler
 from pp_diffusion.smc._twisted import chain_moves
 
-GMM = ppd.GaussianMixture(np.ones(3), np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), np.array([0.3, 0.5, 0.4]))
+from ._problems import GMM, dense_program
+
 A = np.array([[1.0, 0.5]])
 Y = np.array([1.2])
 SIGMA = 1e-6
@@ -33,18 +32,7 @@ EXACT_STD_AX = float(np.std(np.asarray(GMM.posterior(A, Y, SIGMA**2).sample(jax.
 CHAINS = 4
 
 
-def _program():
-    prior = ppd.DiffusionPrior(GMM.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=100)
-    op = ppd.operators.Dense(A)
-
-    def program(y=None):
-        x = numpyro.sample("x", prior)
-        numpyro.sample("y", dist.Normal(op(x), SIGMA), obs=y)
-
-    return program
-
-
-PROGRAM = _program()
+PROGRAM = dense_program(A, SIGMA)
 
 
 def _deterministic_last_step(fk):
