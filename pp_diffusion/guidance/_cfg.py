@@ -15,6 +15,8 @@ energy are linear in eps.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable
 
 import equinox as eqx
@@ -104,6 +106,6 @@ def classifier_free(model: DiffusionModel, label, scale: float = 1.0) -> Diffusi
         raise ValueError(f"scale must be a scalar, got a traced array of shape {jnp.shape(scale)}")
     network = ClassifierFreeNetwork(model.network, jnp.asarray(label, jnp.int32),
                                     jnp.asarray(scale, jnp.float32), num_classes)
-    return DiffusionModel(network, model.parameterization, model.schedule, model.event_shape,
-                          name=f"{model.name}+cfg", data_var=model.data_var, data_range=model.data_range,
-                          t_start=model.t_start)
+    # the other fields (schedule, data_var, data_range, t_start, ...) carry over; an exact data
+    # density does not: it is not the guided model's
+    return dataclasses.replace(model, network=network, name=f"{model.name}+cfg", data_distribution=None)
