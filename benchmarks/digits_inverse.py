@@ -125,8 +125,10 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs="+", default=list(all_tasks), choices=list(all_tasks))
-    parser.add_argument("--samplers", nargs="+", default=list(samplers(1)), choices=list(samplers(1)))
+    sampler_names = list(samplers(1))
+    parser.add_argument("--samplers", nargs="+", default=sampler_names, choices=sampler_names)
     args = parser.parse_args(argv)
+    problems, chosen = tasks(args.seed), samplers(args.particles)
     if args.images < 1 or args.particles < 2 or args.steps < 2:
         parser.error("--images must be >= 1, --particles >= 2 and --steps >= 2")
 
@@ -148,12 +150,12 @@ def main(argv=None) -> None:
     rows = []
     key = jax.random.key(args.seed)
     for task_name in args.tasks:
-        task = tasks(args.seed)[task_name]
+        task = problems[task_name]
         k_obs, k_run = jax.random.split(jax.random.fold_in(key, hash(task_name) % 2**31))
         ys = observations(k_obs, task, images)
         program = make_program(prior, task)
         for sampler_name in args.samplers:
-            sampler = samplers(args.particles)[sampler_name]
+            sampler = chosen[sampler_name]
             keys = jax.random.split(k_run, args.images)
             start = time.perf_counter()
             compiled = batched_run(program, sampler, ys).lower(keys, ys).compile()
