@@ -45,6 +45,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import pp_diffusion as ppd
+from pp_diffusion.metrics import interval_coverage, psnr
 from pp_diffusion.program import inspect_program
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,16 +99,6 @@ def batched_run(program, sampler, ys):
     info = inspect_program(program, {"y": ys[0]})
     run = lambda k, y: sampler.run(k, sampler.setup(program, info, {"y": y}))
     return jax.jit(jax.vmap(run))
-
-
-def psnr(mean, truth):
-    mse = np.mean((mean - truth) ** 2, axis=(-2, -1))
-    return 10.0 * np.log10(4.0 / mse)
-
-
-def coverage(draws, truth, level=0.9):
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1)
-    return np.mean((truth >= lo) & (truth <= hi))
 
 
 def classifier_accuracy(classify, draws, labels):
@@ -171,8 +162,8 @@ def main(argv=None) -> None:
             rows.append({
                 "task": task_name,
                 "sampler": sampler_name,
-                "PSNR": float(np.mean(psnr(draws.mean(axis=1), truth)[finite])) if finite.any() else float("nan"),
-                "90% cover": coverage(draws[finite], truth[finite]) if finite.any() else float("nan"),
+                "PSNR": float(np.mean(psnr(draws.mean(axis=1), truth, axis=(-2, -1))[finite])) if finite.any() else float("nan"),
+                "90% cover": interval_coverage(draws[finite], truth[finite], axis=1) if finite.any() else float("nan"),
                 "accuracy": classifier_accuracy(classify, np.nan_to_num(draws), labels),
                 "log p(y)": float(np.mean(log_z)) if np.isfinite(log_z).any() else float("nan"),
                 "failed": int((~finite).sum()),

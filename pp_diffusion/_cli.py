@@ -210,14 +210,6 @@ def _sampler(name: str, particles: int):
     return getattr(ppd.smc, name)(particles)
 
 
-def psnr(estimate, truth, data_range: float = 2.0) -> float:
-    """Peak signal-to-noise ratio 10 log10(range^2 / MSE) in dB (pixels span [-1, 1]: range 2)."""
-    import numpy as np
-
-    mse = float(np.mean((np.asarray(estimate) - np.asarray(truth)) ** 2))
-    return 10.0 * np.log10(data_range**2 / mse)
-
-
 def _demo(args) -> int:
     import arviz as az
     import jax
@@ -228,6 +220,7 @@ def _demo(args) -> int:
 
     import pp_diffusion as ppd
     from pp_diffusion import plots
+    from pp_diffusion.metrics import interval_coverage, psnr
 
     start = time.perf_counter()
     data = ppd.zoo.digits_data()
@@ -288,8 +281,7 @@ def _demo(args) -> int:
     print(f"PSNR of the posterior mean: {psnr(mean, truth):.2f} dB "
           f"(unobserved pixels alone: {psnr(mean[~mask], truth[~mask]):.2f} dB; "
           f"the observed half with zeros elsewhere: {psnr(observed_only, truth):.2f} dB)")
-    lo, hi = np.quantile(flat, [0.05, 0.95], axis=0)
-    print(f"true pixels inside the 90% credible intervals: {np.mean((truth >= lo) & (truth <= hi)):.2f}")
+    print(f"true pixels inside the 90% credible intervals: {interval_coverage(flat, truth):.2f}")
     classify = jax.jit(jax.vmap(ppd.zoo.load_classifier("digits_classifier")))
     predicted = np.asarray(classify(flat).argmax(axis=-1))
     counts = np.bincount(predicted, minlength=10)

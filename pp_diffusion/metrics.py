@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["sliced_wasserstein", "frechet_distance", "gaussian_frechet_distance", "nearest_neighbour_distance"]
+__all__ = ["sliced_wasserstein", "frechet_distance", "gaussian_frechet_distance", "nearest_neighbour_distance", "psnr",
+           "interval_coverage"]
 
 
 def _sort_columns(a):
@@ -118,3 +119,20 @@ def nearest_neighbour_distance(samples, reference, chunk_size: int = 1 << 22) ->
         sq = np.sum(block**2, axis=1)[:, None] + r2[None, :] - 2.0 * block @ r.T
         out[i:i + rows] = np.sqrt(np.clip(sq.min(axis=1), 0.0, None))
     return out
+
+
+def psnr(estimate, truth, data_range: float = 2.0, axis=None):
+    """Peak signal-to-noise ratio 10 log10(range^2 / MSE) in dB, the MSE taken over ``axis`` (all
+    by default; ``(-2, -1)`` gives one value per image). ``data_range`` is the span of the pixel
+    values: 2 for images in [-1, 1]."""
+    mse = np.mean((np.asarray(estimate, np.float64) - np.asarray(truth, np.float64)) ** 2, axis=axis)
+    return 10.0 * np.log10(data_range**2 / mse)
+
+
+def interval_coverage(draws, truth, level: float = 0.9, axis: int = 0) -> float:
+    """The fraction of ``truth``'s entries inside the central ``level`` credible intervals of
+    ``draws`` (their quantiles along ``axis``, the draws' axis): about ``level`` for a calibrated
+    posterior."""
+    lo, hi = np.quantile(np.asarray(draws), [(1 - level) / 2, (1 + level) / 2], axis=axis)
+    truth = np.asarray(truth)
+    return float(np.mean((truth >= lo) & (truth <= hi)))

@@ -180,3 +180,30 @@ def test_eager_call_sorts_on_the_host_and_agrees_with_the_jitted_metric():
     jitted = float(sliced_wasserstein(KEY, x, y, num_directions=200))
     assert eager > 0.2
     assert eager == pytest.approx(jitted, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- PSNR and interval coverage
+
+
+def test_psnr_against_the_definition():
+    from pp_diffusion.metrics import psnr
+
+    truth = np.zeros((3, 4, 4))
+    estimate = truth + np.array([0.1, 0.2, 0.4])[:, None, None]  # MSE 0.01, 0.04, 0.16
+    np.testing.assert_allclose(psnr(estimate, truth, axis=(-2, -1)), 10 * np.log10(4 / np.array([0.01, 0.04, 0.16])))
+    assert psnr(estimate, truth) == pytest.approx(10 * np.log10(4 / 0.07))  # all pixels at once
+    assert psnr(estimate[0], truth[0], data_range=1.0) == pytest.approx(20.0)
+
+
+def test_interval_coverage_of_a_calibrated_and_a_too_narrow_posterior():
+    from pp_diffusion.metrics import interval_coverage
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(2000,))
+    draws = rng.normal(size=(4000, 2000))  # the truth is a draw of the same N(0, 1): calibrated
+    assert interval_coverage(draws, truth) == pytest.approx(0.9, abs=0.02)
+    assert interval_coverage(draws, truth, level=0.5) == pytest.approx(0.5, abs=0.03)
+    # draws half as wide: P(|z| < 1.645 / 2) = 0.59
+    assert interval_coverage(0.5 * draws, truth) == pytest.approx(0.59, abs=0.03)
+    # the draws' axis can be any axis
+    assert interval_coverage(draws.T, truth, axis=1) == interval_coverage(draws, truth)
