@@ -14,11 +14,32 @@ stands in for this variance (its tau_i makes the mismatch v_i negligible and kap
 potential finite); here v_i is exact and kappa only floors it, relative to the observation's own
 noise variance at the pin: max(v_i, kappa alpha_tau^2 / s_i^2), so the observed coordinates'
 spread is right to a factor 1 + kappa whatever sigma_y (an absolute kappa = 1e-4 would give them a
-spread of at least 0.01 however precise the observation). Before tau_i the coordinate is twisted by the forward
-density N(xbar_{t,i}; a_t z_i, sigma_t^2 - a_t^2 sigma_tau^2 + a_t^2 v_i), a_t = alpha_t / alpha_tau,
-and proposed from the product of the prior kernel and that twist (the locally optimal proposal),
-with weight the Gaussian predictive of the twist; after tau_i it follows the prior kernel. Free
-coordinates always follow the prior kernel. Because the observation enters at tau_i there is no
+spread of at least 0.01 however precise the observation). After tau_i the coordinate follows the
+prior kernel, as the free coordinates always do. Before tau_i it is twisted by an approximation of
+p(z_i | x_t) = int p(x_tau | x_t) N(z_i; xbar_{tau,i}, v_i) dx_tau, and proposed from the product of
+the prior kernel and the next twist. Two twists (``twist=``):
+
+- ``"forward"`` (the paper's): the forward density N(xbar_{t,i}; a_t z_i, sigma_t^2 - a_t^2 sigma_tau^2
+  + a_t^2 v_i), a_t = alpha_t / alpha_tau: exact when the prior is flat along the coordinate, blind
+  to it otherwise. The product with the kernel is the locally optimal proposal and the weight, the
+  predictive of the twist over the current one, depends on x_t alone (so ``adapted=True`` can apply
+  it before the move).
+- ``"tweedie"`` (the default): the DDPM bridge q(x_tau | x_t, x_0) with x_0 | x_t ~ N(xhat_0(x_t), r_t^2 I)
+  (r_t^2 = ``FeynmanKacModel.final_var(t)``),
+
+  .. math::  h_t = N\\big(z_i;\\ \\alpha_\\tau m + g_t (\\bar x_{t,i} - \\alpha_t m),\\
+             \\sigma_\\tau^2 q_t / \\sigma_t^2 + (\\alpha_\\tau - g_t \\alpha_t)^2 r_t^2 + v_i\\big),
+
+  m = (V^T xhat_0(x_t))_i, g_t = a_t sigma_tau^2 / sigma_t^2, q_t = sigma_t^2 - a_t^2 sigma_tau^2 (at
+  t = tau_i it is the pinned potential). Through xhat_0 it knows the prior, so particles reach the
+  posterior's modes in the right proportions before the modes separate; with the forward twist the
+  weights must move them later, when only resampling can. The proposal is the kernel times the
+  twist at s with xhat_0 held at x_t's value (Gaussian, closed form); the weight
+  h_s(x_s) p(x_s | x_t) / (h_t(x_t) q(x_s | x_t)) uses xhat_0(x_s), the one network evaluation per
+  step either way. On the Gaussian-mixture benchmark (d = 8, dy = 1, 100 steps) it cuts the
+  distance to the exact posterior from ~3x to ~1.9x the exact-vs-exact floor.
+
+Because the observation enters at tau_i there is no
 final reweighting by p(y | x_0) / g (the step that makes straightforward implementations' weights
 heavy and their evidence estimates low). An observation finer than the grid's last noise level
 sigma_t1 / alpha_t1 is pinned at t = 0, through the last transition, which is therefore Gaussian,
@@ -168,27 +189,95 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
     return init_particle, move
 
 
+def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
+    """Moves with the Tweedie-informed twist (``twist="tweedie"``; see :func:`mcgdiff`)."""
+    model, eta = fk.prior.model, fk.prior.eta
+    sched, times = model.schedule, fk.prior.times
+    vt = obs.vt
+
+    def twist(u, m0, t, index):
+        """(mean, var, active): the twist N(z; mean, var) of every observed coordinate at time t with
+        u = V^T x_t and m0 = V^T xhat_0(x_t) (affine in u for a fixed m0, with slope ``g``)."""
+        alpha_t, sigma_t = sched.alpha(t), sched.sigma(t)
+        at_pin = index == obs.pin
+        safe_sigma2 = jnp.where(at_pin, 1.0, sigma_t**2)
+        a = alpha_t / obs.alpha_tau
+        q = jnp.maximum(sigma_t**2 - a**2 * obs.sigma_tau**2, 0.0)
+        g = jnp.where(at_pin, 1.0, a * obs.sigma_tau**2 / safe_sigma2)
+        offset = obs.alpha_tau * m0 - g * alpha_t * m0
+        var = obs.sigma_tau**2 * q / safe_sigma2 + (obs.alpha_tau - g * alpha_t) ** 2 * fk.final_var(t) + obs.v_pin
+        offset = jnp.where(at_pin, 0.0, offset)
+        var = jnp.where(at_pin, obs.v_pin, var)
+        return g, offset, var, index <= obs.pin
+
+    def log_h(x, x0_hat, t, index):
+        """(log twist of the coordinates before their pin, log potential of those pinned at ``index``):
+        the first is divided out by the next step's weight, the second stays (it is a factor of G)."""
+        g, offset, var, active = twist(vt @ x.reshape(-1), vt @ x0_hat.reshape(-1), t, index)
+        log_n = _log_normal(obs.z, g * (vt @ x.reshape(-1)) + offset, var)
+        return jnp.sum(jnp.where(index < obs.pin, log_n, 0.0)), jnp.sum(jnp.where(index == obs.pin, log_n, 0.0))
+
+    def init_particle(x_T):
+        x0_hat = model.denoise(x_T, times[0])
+        zeros = jnp.zeros(())
+        before, pinned = log_h(x_T, x0_hat, times[0], 0)
+        return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros)
+
+    def move(rng_key, p, t, s, index, final):
+        alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(model, t, s, eta)
+        if final:
+            std = jnp.sqrt(fk.final_var(t))
+        eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
+        mean = (alpha_s * p.x0_hat + noise_coef * eps_hat).reshape(-1)
+        k_prior, k_obs = jax.random.split(rng_key)
+        x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
+        # observed coordinates: the kernel N(mbar, c^2) times the twist at s with xhat_0 frozen at x_t's,
+        # N(z; g u + offset, var), a Gaussian in u (precision form: g may be tiny at high noise)
+        mbar = vt @ mean
+        g, offset, var, active = twist(mbar, vt @ p.x0_hat.reshape(-1), s, index + 1)
+        c2 = std**2
+        prec = 1.0 / c2 + g**2 / var
+        post_var = 1.0 / prec
+        post_mean = mbar + post_var * g * (obs.z - g * mbar - offset) / var
+        xi = jax.random.normal(k_obs, mbar.shape, mbar.dtype)
+        u_s = post_mean + jnp.sqrt(post_var) * xi
+        # log p(u_s | x_t) - log q(u_s), with u_s - mbar written without cancellation
+        dev = (post_mean - mbar) + jnp.sqrt(post_var) * xi
+        log_pq = jnp.where(active, -0.5 * (dev**2 / c2 - xi**2) - 0.5 * jnp.log(c2 / post_var), 0.0)
+        x_s = x_s + vt.T @ jnp.where(active, u_s - vt @ x_s, 0.0)
+        x_s = x_s.reshape(p.x.shape)
+        x0_hat = x_s if final else model.denoise(x_s, s)
+        before, pinned = log_h(x_s, x0_hat, s, index + 1)
+        incr = before + pinned - p.aux + jnp.sum(log_pq)
+        return p._replace(x=x_s, x0_hat=x0_hat, log_h=before + pinned, aux=before, incr=incr)
+
+    return init_particle, move
+
+
 def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Callable = resampling_lib.systematic,
-            ess_threshold: float = 0.5, adapted: bool = False) -> Sampler:
+            ess_threshold: float = 0.5, adapted: bool = False, twist: str = "tweedie") -> Sampler:
     """MCGdiff for programs whose observations are linear-Gaussian in the diffusion site.
 
+    ``twist``: ``"tweedie"`` (default) or the paper's ``"forward"`` (see the module docstring).
     Resamples when the ESS falls under ``ess_threshold * num_particles`` (``ess_threshold=1``
-    resamples at every step, as the paper does). The incremental weight of a step depends on x_t
-    alone (the predictive of the next potential under the kernel, over the current twist), so with
-    ``adapted=True`` (with ``ess_threshold=1`` the paper's Algorithm 1, a fully adapted auxiliary
-    particle filter) it is applied one step early and the resampling it triggers precedes the move
-    it concerns: copies of a particle move apart instead of being duplicated after the move. The
-    default applies it after the move. Same target and evidence estimate either way; on the
-    Gaussian-mixture benchmark (d = 8, 100 steps) the two were not distinguishable from run-to-run
-    noise. ``kappa``: see the module docstring (a floor on the pinned potential's variance,
-    relative to the observation's).
+    resamples at every step, as the paper does). With the forward twist the incremental weight of a
+    step depends on x_t alone (the predictive of the next potential under the kernel, over the
+    current twist), so ``adapted=True`` (with ``ess_threshold=1`` the paper's Algorithm 1, a fully
+    adapted auxiliary particle filter) applies it one step early and the resampling it triggers
+    precedes the move it concerns; same target and evidence estimate. ``kappa``: a floor on the
+    pinned potential's variance, relative to the observation's (module docstring).
     """
+    if twist not in ("forward", "tweedie"):
+        raise ValueError(f"twist must be 'tweedie' or 'forward', got {twist!r}")
+    if adapted and twist != "forward":
+        raise ValueError("adapted=True needs twist='forward': with the tweedie twist a step's weight depends on "
+                         "the proposed x_s, so it cannot be applied before the move")
     if not float(kappa) >= 0:
         raise ValueError(f"kappa must be non-negative, got {kappa!r}")
     base = _base.fk_sampler(
         "mcgdiff", None, num_particles=num_particles, nfe_per_step=1, vjp_per_step=0,
         resampling=resampling, ess_threshold=ess_threshold,
-        extra_settings={"kappa": float(kappa), "adapted": bool(adapted)},
+        extra_settings={"kappa": float(kappa), "adapted": bool(adapted), "twist": twist},
     )
 
     def setup(program, info, data):
@@ -198,7 +287,8 @@ def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Calla
 
     def run(rng_key, context) -> SamplerOutput:
         fk, obs = context
-        out = base.run(rng_key, fk, moves=_mcgdiff_moves(fk, obs, bool(adapted)))
+        moves = _tweedie_moves(fk, obs) if twist == "tweedie" else _mcgdiff_moves(fk, obs, bool(adapted))
+        out = base.run(rng_key, fk, moves=moves)
         stats = dict(out.run_stats)
         stats["log_evidence"] = stats["log_evidence"] + obs.log_z_correction
         return out._replace(run_stats=stats)

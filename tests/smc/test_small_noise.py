@@ -44,7 +44,7 @@ SAMPLERS = {
     "bootstrap": lambda: ppd.smc.bootstrap(1000),
     "twisted": lambda: ppd.smc.twisted(1000),
     "mcgdiff": lambda: ppd.smc.mcgdiff(1000),
-    "mcgdiff_adapted": lambda: ppd.smc.mcgdiff(1000, ess_threshold=1.0, adapted=True),
+    "mcgdiff_adapted": lambda: ppd.smc.mcgdiff(1000, twist="forward", ess_threshold=1.0, adapted=True),
     "deterministic_last_step": lambda: fk_sampler(
         "deterministic_last_step", _deterministic_last_step, num_particles=1000, nfe_per_step=1, vjp_per_step=0,
         resampling=resampling.systematic, ess_threshold=0.5),
