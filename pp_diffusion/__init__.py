@@ -5,6 +5,12 @@ program (``numpyro.sample("x", DiffusionPrior(model))``); :func:`infer` samples 
 with a sampler value and returns an ArviZ ``DataTree``.
 """
 
+# NumPyro before ArviZ: arviz_base registers ``numpyro`` as a lazily loaded module, and a NumPyro
+# imported through that stub lacks the ``numpyro.distributions.distribution`` attribute that
+# ``numpyro.factor`` reads (AttributeError in any program with a factor, in a fresh session that
+# imports pp_diffusion first).
+import numpyro.distributions  # noqa: F401, I001
+
 from pp_diffusion import diagnostics as diagnostics
 from pp_diffusion import integrators as integrators
 from pp_diffusion import metrics as metrics

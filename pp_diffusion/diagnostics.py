@@ -8,16 +8,26 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from arviz_base import dict_to_dataset
+from arviz_base import make_attrs
 
 __all__ = ["to_datatree"]
 
 
 def _dataset(variables: dict[str, Any], sample_dims, dims, attrs):
-    return dict_to_dataset(
-        {k: np.asarray(v) for k, v in variables.items()},
-        sample_dims=sample_dims, dims=dims, attrs=attrs, inference_library=sys.modules["pp_diffusion"],
-    )
+    """An ArviZ-convention ``xarray.Dataset`` (what ``arviz_base.dict_to_dataset`` builds: leading
+    ``sample_dims``, then the named ``dims``, then ``<name>_dim_<i>``; an integer coordinate on every
+    dimension; ArviZ's standard attributes), built directly: infer calls this on every run, and the
+    generic converter costs several milliseconds more."""
+    data_vars, coords = {}, {}
+    for name, value in variables.items():
+        array = np.asarray(value)
+        names = [*sample_dims, *(dims or {}).get(name, ())]
+        names += [f"{name}_dim_{i}" for i in range(array.ndim - len(names))]
+        data_vars[name] = (names, array)
+        for dim, size in zip(names, array.shape):
+            coords.setdefault(dim, np.arange(size))
+    attrs = make_attrs(attrs=attrs, inference_library=sys.modules["pp_diffusion"], sample_dims=list(sample_dims))
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def to_datatree(
@@ -37,10 +47,11 @@ def to_datatree(
     """
     attrs = {**attrs, "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     groups = {"posterior": _dataset(posterior, ["chain", "draw"], None, attrs)}
-    stats = _dataset(sample_stats, ["chain", "draw"], None, attrs)
-    if run_stats:
-        dims = {k: list(stat_dims.get(k, ())) for k in run_stats}
-        stats = xr.merge([stats, _dataset(run_stats, ["chain"], dims, attrs)], combine_attrs="override")
+    # per-draw statistics (chain, draw) and per-run ones (chain, then their ``stat_dims``), in one dataset
+    per_run = {k: tuple(stat_dims.get(k, ())) for k in run_stats}
+    stats = _dataset({**sample_stats, **run_stats}, ["chain"],
+                     {**{k: ("draw",) for k in sample_stats}, **per_run}, attrs)
+    stats.attrs["sample_dims"] = ["chain", "draw"]
     groups["sample_stats"] = stats
     if observed:
         groups["observed_data"] = _dataset(observed, [], None, attrs)

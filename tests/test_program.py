@@ -4,6 +4,9 @@ log G is checked against log-likelihoods written out by hand (scipy); the linear
 against the operators' own matrices. None of these tests runs the reverse chain.
 """
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -349,3 +352,14 @@ def test_feynman_kac_picks_the_twist_from_the_structure():
     assert fk2.linear_gaussian is None
     # Tweedie look-ahead: the twist is log G at x0_hat
     assert float(fk2.potential.log_h(x, x * 0.5, 0.3, 0.9, 0.4)) == pytest.approx(float(fk2.log_g(x * 0.5)), rel=1e-6)
+
+
+def test_factor_works_in_a_session_that_imports_pp_diffusion_first():
+    """arviz_base registers numpyro as a lazily loaded module; a NumPyro first imported through that stub
+    lacked ``numpyro.distributions.distribution``, which ``numpyro.factor`` reads (AttributeError)."""
+    code = ("import pp_diffusion, numpyro\n"
+            "from numpyro import handlers\n"
+            "print(sorted(handlers.trace(lambda: numpyro.factor('f', 1.0)).get_trace()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['f']"
