@@ -64,7 +64,8 @@ class Particle(NamedTuple):
     grad_log_h
         grad_x log h_t(x_t) when the method's proposal uses it, else zeros.
     aux
-        A running statistic of the path (FK steering), else zero.
+        A running statistic of the path (FK steering's max / sum), or a method's own bookkeeping
+        (MCGdiff: the part of log h_t the next weight divides out), else zero.
     log_w
         The carried log-weight log(N w) of steps that did not resample.
     incr

@@ -195,12 +195,13 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
     sched, times = model.schedule, fk.prior.times
     vt = obs.vt
 
-    def twist(u, m0, t, index):
-        """(mean, var, active): the twist N(z; mean, var) of every observed coordinate at time t with
-        u = V^T x_t and m0 = V^T xhat_0(x_t) (affine in u for a fixed m0, with slope ``g``)."""
+    def twist(m0, t, index):
+        """(g, offset, var, active): the twist N(z; g u + offset, var) of every observed coordinate
+        u = (V^T x_t)_i at time t, given m0 = V^T xhat_0(x_t); ``active`` marks the coordinates not
+        yet past their pin (the values of the others are not used)."""
         alpha_t, sigma_t = sched.alpha(t), sched.sigma(t)
         at_pin = index == obs.pin
-        safe_sigma2 = jnp.where(at_pin, 1.0, sigma_t**2)
+        safe_sigma2 = jnp.where(at_pin | (sigma_t <= 0), 1.0, sigma_t**2)
         a = alpha_t / obs.alpha_tau
         q = jnp.maximum(sigma_t**2 - a**2 * obs.sigma_tau**2, 0.0)
         g = jnp.where(at_pin, 1.0, a * obs.sigma_tau**2 / safe_sigma2)
@@ -213,7 +214,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
     def log_h(x, x0_hat, t, index):
         """(log twist of the coordinates before their pin, log potential of those pinned at ``index``):
         the first is divided out by the next step's weight, the second stays (it is a factor of G)."""
-        g, offset, var, active = twist(vt @ x.reshape(-1), vt @ x0_hat.reshape(-1), t, index)
+        g, offset, var, _ = twist(vt @ x0_hat.reshape(-1), t, index)
         log_n = _log_normal(obs.z, g * (vt @ x.reshape(-1)) + offset, var)
         return jnp.sum(jnp.where(index < obs.pin, log_n, 0.0)), jnp.sum(jnp.where(index == obs.pin, log_n, 0.0))
 
@@ -234,7 +235,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         # observed coordinates: the kernel N(mbar, c^2) times the twist at s with xhat_0 frozen at x_t's,
         # N(z; g u + offset, var), a Gaussian in u (precision form: g may be tiny at high noise)
         mbar = vt @ mean
-        g, offset, var, active = twist(mbar, vt @ p.x0_hat.reshape(-1), s, index + 1)
+        g, offset, var, active = twist(vt @ p.x0_hat.reshape(-1), s, index + 1)
         c2 = std**2
         prec = 1.0 / c2 + g**2 / var
         post_var = 1.0 / prec
