@@ -100,14 +100,12 @@ class _Observation:
         self.alpha_tau = jnp.asarray(a_tau, jnp.float32)
         self.sigma_tau = jnp.asarray(sigmas[self.pin], jnp.float32)
         v = np.maximum(a_tau**2 * noise**2 - sigmas[self.pin] ** 2, 0.0)
-        self.v = jnp.asarray(v, jnp.float32)
         # the potential's variance at the pin: v, floored at kappa times the observation's own noise
         # variance there (alpha_tau / s_i)^2 (see mcgdiff's docstring)
         self.v_pin = jnp.asarray(np.maximum(v, kappa * a_tau**2 * noise**2), jnp.float32)
         # the observation enters through jnp (it is an argument of infer's compiled run)
         self.z = jnp.asarray(a_tau, jnp.float32) * (lg.u.T @ lg.y_white) / lg.s
         self.vt = lg.vt
-        self.kappa = float(kappa)
         self.log_z_correction = float(np.sum(np.log(a_tau)) - np.sum(np.log(s)) - 0.5 * float(lg.log_det_noise))
 
     def twist_params(self, sched, t):
@@ -125,23 +123,24 @@ class _Observation:
         return mean, var, index <= self.pin
 
 
+def _prior_kernel(fk: FeynmanKacModel, x, x0_hat, t, s, last):
+    """Mean (flattened) and std of the prior kernel from (x, t) to s; ``last``: into clean data,
+    where the transition is N(xhat_0(x_t1), r_t1^2 I) (as in pp_diffusion.smc.run_smc)."""
+    alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(fk.prior.model, t, s, fk.prior.eta)
+    std = jnp.where(last, jnp.sqrt(fk.final_var(t)), std)
+    eps_hat = (x - alpha_t * x0_hat) / sigma_t
+    return (alpha_s * x0_hat + noise_coef * eps_hat).reshape(-1), std
+
+
 def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False):
-    model, eta = fk.prior.model, fk.prior.eta
+    model = fk.prior.model
     sched, times = model.schedule, fk.prior.times
     steps = times.shape[0] - 1
-
-    def kernel(x, x0_hat, t, s, last):
-        """Mean (flattened) and std of the prior kernel from (x, t) to s; ``last``: into clean data,
-        where the transition is N(xhat_0(x_t1), r_t1^2 I) (as in pp_diffusion.smc.run_smc)."""
-        alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(model, t, s, eta)
-        std = jnp.where(last, jnp.sqrt(fk.final_var(t)), std)
-        eps_hat = (x - alpha_t * x0_hat) / sigma_t
-        return (alpha_s * x0_hat + noise_coef * eps_hat).reshape(-1), std
 
     def log_weight(x, x0_hat, t, s, index, last):
         """The incremental log-weight of step ``index`` (t -> s), a function of x_t alone: the
         predictive of H_{index+1} under the kernel over the twist H_index of the coordinates not yet pinned."""
-        mean, std = kernel(x, x0_hat, t, s, last)
+        mean, std = _prior_kernel(fk, x, x0_hat, t, s, last)
         h_mean, h_var, active = obs.factor_params(sched, s, index + 1)
         log_pred = jnp.where(active, _log_normal(h_mean, obs.vt @ mean, std**2 + h_var), 0.0)
         d_mean, d_var = obs.twist_params(sched, t)
@@ -150,7 +149,7 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
 
     def propose(rng_key, x, x0_hat, t, s, index, last):
         """Free coordinates from the kernel, observed ones from the kernel times H_{index+1}."""
-        mean, std = kernel(x, x0_hat, t, s, last)
+        mean, std = _prior_kernel(fk, x, x0_hat, t, s, last)
         k_prior, k_obs = jax.random.split(rng_key)
         x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
         mbar = obs.vt @ mean
@@ -191,7 +190,7 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
 
 def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
     """Moves with the Tweedie-informed twist (``twist="tweedie"``; see :func:`mcgdiff`)."""
-    model, eta = fk.prior.model, fk.prior.eta
+    model = fk.prior.model
     sched, times = model.schedule, fk.prior.times
     vt = obs.vt
 
@@ -225,11 +224,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros)
 
     def move(rng_key, p, t, s, index, final):
-        alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(model, t, s, eta)
-        if final:
-            std = jnp.sqrt(fk.final_var(t))
-        eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
-        mean = (alpha_s * p.x0_hat + noise_coef * eps_hat).reshape(-1)
+        mean, std = _prior_kernel(fk, p.x, p.x0_hat, t, s, final)
         k_prior, k_obs = jax.random.split(rng_key)
         x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
         # observed coordinates: the kernel N(mbar, c^2) times the twist at s with xhat_0 frozen at x_t's,
