@@ -13,7 +13,7 @@ from the mixture. The program is
     numpyro.sample("y", dist.Normal(operators.Dense(A)(x), sigma_y), obs=y)
 
 and the exact posterior (a Gaussian mixture) and evidence come from ``GaussianMixture.posterior`` and
-``GaussianMixture.log_evidence``. It prints three plain-text tables:
+``GaussianMixture.log_evidence``. It prints four plain-text tables:
 
 (a) For every sampler (DPS, bootstrap, twisted/TDS, FK steering, SVDD, MCGdiff with adaptive and with
     every-step resampling): the sliced 1-Wasserstein distance between its N draws and 10,000 exact
@@ -25,6 +25,8 @@ and the exact posterior (a Gaussian mixture) and evidence come from ``GaussianMi
     network evaluations, VJPs, proposal and resampling (written without pp_diffusion.smc).
 (c) Convergence in the number of particles (d = 8, dy = 1) for the weighted SMC samplers, several
     independent runs (infer's chains) per problem.
+(d) The spread of the targets' statistic (the median over problems of one run each): many independent
+    runs per problem for mcgdiff, twisted and the oracle twist, and the share of replicates meeting the target.
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ class Problem:
         self.sw = SlicedW1(self.k_dirs, self.ref, args.directions)
         self._floors = {}
         self.floor_sets = args.floor_sets
+        self.args = args
 
     def floor(self, n):
         """(mean, sd, min, max) of SW(n exact draws, the reference) over ``floor_sets`` independent sets."""
@@ -229,9 +232,8 @@ class Problem:
         import numpyro.distributions as dist
 
         import pp_diffusion as ppd
-        from pp_diffusion import schedules
 
-        prior = ppd.DiffusionPrior(self.prior_mix.diffusion_model(schedules.ddpm_linear(), "eps"), steps)
+        prior = chain_prior(self.prior_mix, steps, self.args, self.index)
         op, sigma_y = ppd.operators.Dense(self.A), self.sigma_y
 
         def program(y=None):
@@ -239,6 +241,28 @@ class Problem:
             numpyro.sample("y", dist.Normal(op(x), sigma_y), obs=y)
 
         return program
+
+
+_X0_VAR = {}
+
+
+def chain_prior(mix, steps, args, index):
+    """The problem's DiffusionPrior: the exact eps model under the discrete DDPM schedule, with the
+    analytic reverse variance measured on 20,000 exact prior draws when ``--x0-var`` is given."""
+    import jax
+
+    import pp_diffusion as ppd
+    from pp_diffusion import schedules
+
+    model = mix.diffusion_model(schedules.ddpm_linear(), "eps")
+    x0_var = None
+    if args.x0_var:
+        key = (mix.dim, index)
+        if key not in _X0_VAR:
+            k_draws, k_noise = jax.random.split(jax.random.key(9_000 + 100 * index + mix.dim))
+            _X0_VAR[key] = ppd.denoising_variance(model, k_noise, exact_draws(mix, k_draws, 20_000))
+        x0_var = _X0_VAR[key]
+    return ppd.DiffusionPrior(model, steps, x0_var=x0_var)
 
 
 def prior_weights(seed, d, index):
@@ -300,12 +324,11 @@ def prior_reference(cache, d, steps, index, args):
     import numpyro
 
     import pp_diffusion as ppd
-    from pp_diffusion import schedules
 
     key = (d, steps, index)
     if key not in cache:
         mix = ppd.GaussianMixture(prior_weights(args.seed, d, index), mixture_means(d))
-        prior = ppd.DiffusionPrior(mix.diffusion_model(schedules.ddpm_linear(), "eps"), steps)
+        prior = chain_prior(mix, steps, args, index)
 
         def program():
             numpyro.sample("x", prior)
@@ -328,10 +351,9 @@ def prior_reference_by_n(d, steps, index, ns, chains, args):
     import numpyro
 
     import pp_diffusion as ppd
-    from pp_diffusion import schedules
 
     mix = ppd.GaussianMixture(prior_weights(args.seed, d, index), mixture_means(d))
-    prior = ppd.DiffusionPrior(mix.diffusion_model(schedules.ddpm_linear(), "eps"), steps)
+    prior = chain_prior(mix, steps, args, index)
 
     def program():
         numpyro.sample("x", prior)
@@ -698,6 +720,46 @@ def table_c(args, problems_cache):
     return ratio, err
 
 
+def table_d(args, problems_cache):
+    """How reliable the targets' statistic is: the median over problems of *one* run each, replicated."""
+    import jax
+
+    d, dy, steps, n, R = 8, 1, args.steps[0], args.particles, args.replicates
+    limits = {"mcgdiff": 1.3, "oracle twist": 1.3, "twisted": 2.5}
+    labels = [lab for lab in limits if lab in args.samplers]
+    ratio = {lab: [] for lab in labels}  # per problem: R runs
+    t0 = clock()
+    for p in range(args.problems):
+        prob = problems_cache.get((d, dy, p))
+        if prob is None:
+            prob = problems_cache[(d, dy, p)] = Problem(d, dy, p, args)
+        floor = prob.floor(n)[0]
+        by_label = {lab: s if s is not None else oracle_sampler(prob, n) for lab, _, s in samplers(n)}
+        for i, lab in enumerate(labels):
+            key = jax.random.fold_in(jax.random.fold_in(prob.k_run, 7), i)
+            r = run_infer(prob.program(steps), by_label[lab], key, {"y": prob.y}, timed=False, num_chains=R)
+            ratio[lab].append([prob.sw(xc) / floor for xc in r["x"]])
+    wall, cpu = since(t0)
+    print()
+    print("=" * 100)
+    print(f"(d) Spread of the targets' statistic: d = {d}, dy = {dy}, {steps} steps, N = {n}, {args.problems} problems x {R} runs")
+    print("=" * 100)
+    print("    The targets are read off one number: the median over the problems of one run each (table a). Here every")
+    print(f"    (problem, sampler) gets {R} independent runs (infer's chains); replicate r of the statistic is the median over")
+    print(f"    problems of their r-th runs ({wall:.0f} s wall, {cpu:.0f} s CPU for this table).")
+    print()
+    rows = []
+    for lab in labels:
+        runs = np.array(ratio[lab])  # (problems, R)
+        replicate = np.median(np.where(np.isnan(runs), np.inf, runs), axis=0)
+        q10, q50, q90 = np.quantile(replicate, [0.1, 0.5, 0.9])
+        rows.append([lab, " ".join(f"{median_inf(list(r)):.2f}" for r in runs), f"{median_inf(list(runs.ravel())):.2f}",
+                     f"{q50:.2f} [{q10:.2f}, {q90:.2f}]", f"<= {limits[lab]}", f"{np.mean(replicate <= limits[lab]):.2f}"])
+    print_table(["sampler", "per problem: median of its runs", "all runs: median", "replicates: median [10%, 90%]",
+                 "target", "share of replicates meeting it"], rows)
+    return ratio
+
+
 # --------------------------------------------------------------------------- verdicts
 
 def print_verdicts(args, summary):
@@ -740,20 +802,25 @@ def main(argv=None):
     parser.add_argument("--conv-problems", type=int, default=None, help="problems for (c) (default: --problems)")
     parser.add_argument("--conv-chains", type=int, default=4,
                         help="independent runs per (problem, sampler, N) in (c), as infer's chains (default 4)")
+    parser.add_argument("--replicates", type=int, default=24,
+                        help="independent runs per (problem, sampler) in (d) (default 24)")
     parser.add_argument("--overhead-dy", type=int, default=1, help="dy of the problems timed in (b) (default 1)")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds in (b) (default 10)")
     parser.add_argument("--samplers", nargs="+", default=None, metavar="LABEL",
                         help="only these samplers, by their table label (default all: "
                              + ", ".join(repr(label) for label, _, _ in samplers(1)) + ")")
+    parser.add_argument("--x0-var", action="store_true",
+                        help="give every chain the analytic reverse variance (DiffusionPrior(..., x0_var=...), measured "
+                             "on 20,000 exact prior draws); default: DDPM's kernel")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tables", default="abc", help="which tables to print, e.g. 'a' or 'bc' (default abc)")
+    parser.add_argument("--tables", default="abcd", help="which tables to print, e.g. 'a' or 'bcd' (default abcd)")
     parser.add_argument("--quick", action="store_true",
-                        help="smaller run: 2 problems, d = 8, dy = 1 2, N = 256 1024 and 2 runs in (c), 10 floor sets, "
-                             "4 repeats (other flags override these)")
+                        help="smaller run: 2 problems, d = 8, dy = 1 2, N = 256 1024 and 2 runs in (c), 4 replicates in (d), "
+                             "10 floor sets, 4 repeats (other flags override these)")
     args = parser.parse_args(argv)
     if args.quick:  # new defaults; flags given explicitly still win
         parser.set_defaults(problems=2, dims=[8], dys=[1, 2], conv_particles=[256, 1024], floor_sets=10, repeats=4,
-                            conv_chains=2)
+                            conv_chains=2, replicates=4)
         args = parser.parse_args(argv)
     if args.conv_problems is None:
         args.conv_problems = args.problems
@@ -783,6 +850,9 @@ def main(argv=None):
     print("    U(0, 1) * max(s); y = A x + sigma_y eps, x drawn from the prior. Model: the mixture's exact eps prediction,")
     print("    schedule ddpm_linear() (1000 steps, beta 1e-4..0.02), DiffusionPrior(model, steps) (DDPM chain, eta = 1,")
     print("    uniform-t grid, x_T ~ N(0, sigma_1^2 I)). Program: x ~ prior; y ~ Normal(operators.Dense(A)(x), sigma_y).")
+    if args.x0_var:
+        print("    --x0-var: every chain has the analytic reverse variance, DiffusionPrior(model, steps, x0_var=Gamma) with")
+        print("    Gamma_t = ppd.denoising_variance(model, key, 20,000 exact prior draws) (also the samplers' r_t^2).")
     print(f"    Samplers, N = {args.particles}: guidance.dps(1.0, N), smc.bootstrap(N), smc.twisted(N), smc.fk_steering(N)")
     print("    (potential 'max', resampling every 5 steps), smc.svdd(N, 10) (temperature 1), smc.mcgdiff(N) (resampling")
     print("    when ESS < N/2; its default tweedie twist), smc.mcgdiff(N, twist='forward') (the paper's twist),")
@@ -814,6 +884,9 @@ def main(argv=None):
         sys.stdout.flush()
     if "c" in args.tables:
         table_c(args, problems_cache)
+        sys.stdout.flush()
+    if "d" in args.tables:
+        table_d(args, problems_cache)
     print_verdicts(args, summary)
     wall, cpu = since(start)
     print()

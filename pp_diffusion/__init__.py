@@ -26,5 +26,6 @@ from pp_diffusion.gmm import GaussianMixture as GaussianMixture
 from pp_diffusion.model import DiffusionModel as DiffusionModel
 from pp_diffusion.prior import DiffusionPrior as DiffusionPrior
 from pp_diffusion.samplers import Sampler as Sampler, SamplerOutput as SamplerOutput, iid as iid
+from pp_diffusion.x0_variance import DenoisingVariance as DenoisingVariance, denoising_variance as denoising_variance
 
 __version__ = "0.1.0"

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pp_diffusion.x0_variance import gaussian_x0_var
+
 __all__ = [
     "Potential",
     "tweedie_lookahead",
@@ -140,7 +142,7 @@ class LinearGaussian(NamedTuple):
         return x, self.log_likelihood(mean, var)
 
 
-def linear_gaussian(A, y, noise_var, *, data_var: float = 1.0) -> Potential:
+def linear_gaussian(A, y, noise_var, *, data_var: float = 1.0, x0_var=None) -> Potential:
     """G(x0) = N(y; A x0, diag(noise_var)), twisted by the variance-corrected look-ahead
 
     .. math::  h_t(x_t) = N\\big(y;\\ A\\hat x_0(x_t),\\ \\Sigma_y + r_t^2 A A^T\\big), \\qquad
@@ -149,21 +151,22 @@ def linear_gaussian(A, y, noise_var, *, data_var: float = 1.0) -> Potential:
     where r_t^2 is Var[x_0 | x_t] when x_0 ~ N(0, v I) (v = ``data_var``; Song et al., 2023,
     "Pseudoinverse-guided diffusion models"). It is exact for Gaussian data of variance v, keeps
     the twist finite when sigma_y is tiny (the plain look-ahead's weights blow up there), and
-    tends to G as t -> 0. ``A`` is a matrix over flattened x0 or a
+    tends to G as t -> 0. With ``x0_var`` (a :class:`~pp_diffusion.DenoisingVariance`), r_t^2 is
+    instead the model's measured denoising error Gamma_t. ``A`` is a matrix over flattened x0 or a
     :class:`~pp_diffusion.operators.LinearOperator`.
     """
     if hasattr(A, "matrix"):
         A = A.matrix()
     lg = LinearGaussian.build(A, y, noise_var)
-    return linear_gaussian_potential(lg, data_var)
+    return linear_gaussian_potential(lg, data_var, x0_var)
 
 
-def linear_gaussian_potential(lg: LinearGaussian, data_var: float = 1.0) -> Potential:
+def linear_gaussian_potential(lg: LinearGaussian, data_var: float = 1.0, x0_var=None) -> Potential:
     def log_g(x0):
         return lg.log_likelihood(jnp.reshape(x0, -1))
 
     def log_h(x_t, x0_hat, t, alpha, sigma):
-        r2 = data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
+        r2 = gaussian_x0_var(data_var, alpha, sigma) if x0_var is None else x0_var(t)
         return lg.log_likelihood(jnp.reshape(x0_hat, -1), r2)
 
     return Potential(log_g, log_h)

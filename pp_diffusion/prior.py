@@ -24,6 +24,7 @@ from numpyro.distributions import constraints
 from pp_diffusion.integrators import Integrator, ddim, ddim_transition, integrate
 from pp_diffusion.model import DiffusionModel
 from pp_diffusion.schedules import as_grid
+from pp_diffusion.x0_variance import DenoisingVariance
 
 __all__ = ["DiffusionPrior"]
 
@@ -47,6 +48,12 @@ class DiffusionPrior(dist.Distribution):
     integrator
         Optional :class:`~pp_diffusion.integrators.Integrator` (e.g. ``integrators.unipc()``)
         used by :meth:`sample` instead of DDIM(eta); give either this or ``eta``.
+    x0_var
+        Optional :class:`~pp_diffusion.DenoisingVariance` (from :func:`pp_diffusion.denoising_variance`):
+        the analytic reverse variance. Each DDIM-family transition adds the uncertainty of x_0
+        left at x_t to its variance, and the conditioning samplers use it as r_t^2, Var[x_0 | x_t]
+        (their linear-Gaussian twist and last step). Default None: DDPM's kernel, r_t^2 from the
+        model's ``data_var``.
 
     Notes
     -----
@@ -55,22 +62,28 @@ class DiffusionPrior(dist.Distribution):
     """
 
     arg_constraints = {}
-    pytree_data_fields = ("model", "times")
+    pytree_data_fields = ("model", "times", "x0_var")
     pytree_aux_fields = ("integrator", "eta", "steps")
 
     def __init__(self, model: DiffusionModel, steps: int = 100, *, grid=None, eta: float | None = None,
-                 integrator: Integrator | None = None, validate_args=None):
+                 integrator: Integrator | None = None, x0_var: DenoisingVariance | None = None, validate_args=None):
         if not isinstance(model, DiffusionModel):
             raise TypeError(f"model must be a pp_diffusion.DiffusionModel, got {type(model).__name__}")
         if integrator is not None and eta is not None:
             raise ValueError("give either eta (for the DDIM-family chain) or integrator, not both")
         if integrator is not None and not isinstance(integrator, Integrator):
             raise TypeError(f"integrator must be a pp_diffusion.integrators.Integrator, got {type(integrator).__name__}")
+        if x0_var is not None and not isinstance(x0_var, DenoisingVariance):
+            raise TypeError(f"x0_var must be a pp_diffusion.DenoisingVariance (from pp_diffusion.denoising_variance), "
+                            f"got {type(x0_var).__name__}")
+        if x0_var is not None and integrator is not None:
+            raise ValueError("x0_var sets the variance of the DDIM-family kernel: give eta, not integrator")
         self.model = model
+        self.x0_var = x0_var
         self.times = as_grid(model.schedule, steps, grid, model.t_start)
         self.steps = int(steps)
         self.eta = None if integrator is not None else (1.0 if eta is None else float(eta))
-        self.integrator = integrator if integrator is not None else ddim(self.eta)
+        self.integrator = integrator if integrator is not None else ddim(self.eta, x0_var)
         super().__init__(batch_shape=(), event_shape=model.event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False)
@@ -111,15 +124,15 @@ class DiffusionPrior(dist.Distribution):
         """The reverse chain as a NumPyro program: sample sites ``x_T``, ``x`` (stacked over the
         first ``steps - 1`` transitions by ``numpyro.contrib.control_flow.scan``) and ``x_0``.
 
-        DDIM-family chains have Gaussian sites (``Delta`` when eta = 0); other integrators show
-        their deterministic steps as ``Delta`` sites.
+        DDIM-family chains have Gaussian sites (``Delta`` when eta = 0, and for x_0 unless the
+        prior has ``x0_var``); other integrators show their deterministic steps as ``Delta`` sites.
         """
         event_dims = len(self.event_shape)
-        model, times, eta, integrator = self.model, self.times, self.eta, self.integrator
+        model, times, eta, integrator, x0_var = self.model, self.times, self.eta, self.integrator, self.x0_var
 
         def kernel(state, t, s):
             if eta is not None:
-                mean, std, _ = ddim_transition(model, state.x, t, s, eta)
+                mean, std, _ = ddim_transition(model, state.x, t, s, eta, x0_var)
                 return mean, std
             state, _ = integrator.step(numpyro.prng_key(), state, model, t, s)
             return state, None
@@ -131,7 +144,7 @@ class DiffusionPrior(dist.Distribution):
             def body(state, ts):
                 t, s = ts
                 out, std = kernel(state, t, s)
-                if eta is not None and eta > 0:
+                if eta is not None and (eta > 0 or x0_var is not None):
                     x = numpyro.sample("x", dist.Normal(out, std).to_event(event_dims))
                 else:
                     x = numpyro.sample("x", dist.Delta(out if eta is not None else out.x, event_dim=event_dims))
@@ -139,7 +152,9 @@ class DiffusionPrior(dist.Distribution):
                 return new, x
 
             state, _ = scan(body, integrator.init(x_T), (times[:-2], times[1:-1]))
-            last, _ = kernel(state, times[-2], times[-1])
+            last, std = kernel(state, times[-2], times[-1])
+            if x0_var is not None:  # the analytic variance makes the last step Gaussian: N(xhat_0, Gamma_t1)
+                return numpyro.sample("x_0", dist.Normal(last, std).to_event(event_dims))
             return numpyro.sample("x_0", dist.Delta(last if eta is not None else last.x, event_dim=event_dims))
 
         return program

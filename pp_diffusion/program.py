@@ -15,6 +15,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 
 from pp_diffusion.prior import DiffusionPrior
+from pp_diffusion.x0_variance import gaussian_x0_var
 
 __all__ = ["ProgramInfo", "inspect_program"]
 
@@ -259,12 +260,18 @@ class FeynmanKacModel(NamedTuple):
     data_var: float = 1.0
 
     def final_var(self, t):
-        """r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2): Var[x_0 | x_t] for data x_0 ~ N(0, v I), the
-        variance the conditioning samplers give the last transition x_{t_1} -> x_0 under linear-Gaussian
-        observations (see :func:`pp_diffusion.smc.run_smc`)."""
-        sched, v = self.prior.model.schedule, self.data_var
-        alpha, sigma = sched.alpha(t), sched.sigma(t)
-        return v * sigma**2 / (alpha**2 * v + sigma**2)
+        """r_t^2, the Var[x_0 | x_t] of the conditioning samplers (their linear-Gaussian twist and last
+        transition x_{t_1} -> x_0): the prior's ``x0_var`` Gamma_t when it has one, else
+        v sigma_t^2 / (alpha_t^2 v + sigma_t^2), exact for data x_0 ~ N(0, v I)."""
+        return x0_variance(self.prior, self.data_var, t)
+
+
+def x0_variance(prior, data_var, t):
+    """r_t^2 (see :meth:`FeynmanKacModel.final_var`)."""
+    if prior.x0_var is not None:
+        return prior.x0_var(t)
+    sched = prior.model.schedule
+    return gaussian_x0_var(data_var, sched.alpha(t), sched.sigma(t))
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
@@ -283,7 +290,7 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
     lg = linear_gaussian_structure(program, info, data)
     v = float(info.prior.model.data_var if data_var is None else data_var)
     if lg is not None:
-        potential = potentials.linear_gaussian_potential(lg, v)
+        potential = potentials.linear_gaussian_potential(lg, v, info.prior.x0_var)
     else:
         potential = potentials.tweedie_lookahead(log_g)
     return FeynmanKacModel(info.site, info.prior, log_g, potential, lg, deterministic_fn(program, info, data), v)

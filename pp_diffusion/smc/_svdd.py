@@ -23,13 +23,13 @@ __all__ = ["svdd"]
 
 
 def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
-    model, eta, potential = fk.prior.model, fk.prior.eta, fk.potential
+    model, potential = fk.prior.model, fk.potential
     init_particle, plain_move = chain_moves(fk, guided=False, weighted=False)
 
     def move(rng_key, p, t, s, index, final):
         if final:
             return plain_move(rng_key, p, t, s, index, True)
-        alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(model, t, s, eta)
+        alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(fk.prior, t, s)
         eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
         mean = alpha_s * p.x0_hat + noise_coef * eps_hat
         k_children, k_pick = jax.random.split(rng_key)

@@ -24,6 +24,7 @@ import blackjax.smc.resampling as resampling_lib
 import jax
 import jax.numpy as jnp
 
+from pp_diffusion.integrators._ddim import coefficients as ddim_coefficients
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler
 from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
@@ -31,13 +32,10 @@ from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
 __all__ = ["bootstrap", "twisted", "fk_steering", "chain_moves"]
 
 
-def kernel_coefficients(model, t, s, eta):
-    """alpha_s, the DDIM(eta) std c, and k_t (the coefficient of the score in the kernel mean)."""
-    alpha_t, sigma_t = model.schedule.alpha(t), model.schedule.sigma(t)
-    alpha_s, sigma_s = model.schedule.alpha(s), model.schedule.sigma(s)
-    ratio = alpha_t / alpha_s
-    std = eta * sigma_s / sigma_t * jnp.sqrt(jnp.maximum(sigma_t**2 - ratio**2 * sigma_s**2, 0.0))
-    noise_coef = jnp.sqrt(jnp.maximum(sigma_s**2 - std**2, 0.0))
+def kernel_coefficients(prior, t, s):
+    """The prior's DDIM(eta) kernel from t to s (:func:`pp_diffusion.integrators._ddim.coefficients`,
+    with the prior's ``x0_var``) and k_t, the coefficient of the score in the kernel mean."""
+    alpha_t, sigma_t, alpha_s, noise_coef, std = ddim_coefficients(prior.model.schedule, t, s, prior.eta, prior.x0_var)
     k = alpha_s * sigma_t**2 / alpha_t - sigma_t * noise_coef
     return alpha_t, sigma_t, alpha_s, noise_coef, std, k
 
@@ -58,7 +56,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     A deterministic last step with a twist much wider than G along A (sigma_y below r_t1 s_i)
     leaves one particle and an evidence estimate thousands of nats low.
     """
-    model, eta, potential = fk.prior.model, fk.prior.eta, fk.potential
+    model, potential = fk.prior.model, fk.potential
     lg = fk.linear_gaussian if weighted else None
 
     def evaluate(x, t, aux_prev, first):
@@ -86,7 +84,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
 
     def move(rng_key, p: Particle, t, s, index, final: bool):
         del index
-        alpha_t, sigma_t, alpha_s, noise_coef, std, k = kernel_coefficients(model, t, s, eta)
+        alpha_t, sigma_t, alpha_s, noise_coef, std, k = kernel_coefficients(fk.prior, t, s)
         eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
         mean_p = alpha_s * p.x0_hat + noise_coef * eps_hat
         if final and lg is not None:  # locally optimal Gaussian proposal (see the docstring); h_0 = G
