@@ -4,7 +4,7 @@
     python benchmarks/digits_inverse.py --images 20 --tasks inpaint_half --samplers twisted
 
 The prior is the zoo's ``digits`` model (``pp_diffusion.zoo.load("digits")``, DDPM chain of
-``--steps`` steps). Each task observes y = A x + N(0, sigma_y^2) for a test image x, with the
+``--steps`` steps; with ``--x0-var``, the analytic reverse variance measured on the training split). Each task observes y = A x + N(0, sigma_y^2) for a test image x, with the
 likelihood written as an ordinary NumPyro observation ``numpyro.sample("y", dist.Normal(op(x),
 sigma_y), obs=y)``:
 
@@ -115,6 +115,8 @@ def main(argv=None) -> None:
     parser.add_argument("--particles", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--x0-var", action="store_true",
+                        help="DiffusionPrior(..., x0_var=denoising_variance(model, key, training split)) instead of DDPM's kernel")
     parser.add_argument("--tasks", nargs="+", default=list(all_tasks), choices=list(all_tasks))
     sampler_names = list(samplers(1))
     parser.add_argument("--samplers", nargs="+", default=sampler_names, choices=sampler_names)
@@ -129,13 +131,14 @@ def main(argv=None) -> None:
     images = jnp.asarray(data.x_test[: args.images])
     labels = data.y_test[: args.images]
     model = ppd.zoo.load("digits")
-    prior = ppd.DiffusionPrior(model, steps=args.steps)
+    x0_var = ppd.denoising_variance(model, jax.random.key(1), data.x_train) if args.x0_var else None
+    prior = ppd.DiffusionPrior(model, steps=args.steps, x0_var=x0_var)
     classifier = ppd.zoo.load_classifier("digits_classifier")
     classify = jax.jit(jax.vmap(classifier))
     truth = np.asarray(images)
 
     print(f"digits inverse problems: {args.images} test images, {args.particles} particles, "
-          f"{args.steps} DDPM steps (t from {model.t_start:g}), seed {args.seed}; "
+          f"{args.steps} DDPM steps (t from {model.t_start:g}{', analytic variance' if args.x0_var else ''}), seed {args.seed}; "
           f"clean-classifier accuracy on the true images {classifier_accuracy(classify, truth[:, None], labels):.3f}")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
     rows = []

@@ -89,3 +89,19 @@ def test_bad_input():
     table = ppd.DenoisingVariance(jnp.linspace(0, 1, 3), jnp.zeros(3))
     with pytest.raises(ValueError, match="give eta, not integrator"):
         ppd.DiffusionPrior(MODEL, 5, x0_var=table, integrator=ppd.integrators.unipc())
+
+
+def test_weighted_sampler_with_a_factor_ends_with_the_priors_gaussian_step(x0_var):
+    """A numpyro.factor is no linear-Gaussian observation, so SMC's last step is the prior's own:
+    N(xhat_0, Gamma_t1) with x0_var. Gaussian prior times a Gaussian factor: exact posterior."""
+    c, tau2 = np.array([1.5, -1.0]), 4.0
+    prior = ppd.DiffusionPrior(MODEL, 3, x0_var=x0_var)  # a deterministic last step would give variance 1.6, not 2
+
+    def program():
+        x = numpyro.sample("x", prior)
+        numpyro.factor("g", -0.5 * jnp.sum((x - c) ** 2) / tau2)
+
+    idata = ppd.infer(program, ppd.smc.bootstrap(4000), jax.random.key(4), num_chains=2, progress_bar=False)
+    draws = np.asarray(idata.posterior["x"].values).reshape(-1, 2)
+    np.testing.assert_allclose(draws.mean(0), c * V / (V + tau2), atol=0.06)
+    np.testing.assert_allclose(draws.var(0), V * tau2 / (V + tau2), rtol=0.08)

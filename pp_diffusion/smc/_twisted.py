@@ -48,8 +48,8 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     score term), or by ``guidance_scale * grad log h_t(x_t)`` when ``score_step`` is false (a
     plain gradient step, as DPS's normalised step).
 
-    The last step, into clean data, is deterministic (x_0 = xhat_0(x_t1), weight G / h_t1), except
-    for weighted methods on linear-Gaussian observations: there x_0 is drawn from the locally
+    The last step, into clean data, is the prior's (x_0 = xhat_0(x_t1), or N(xhat_0, Gamma_t1) when
+    the prior has ``x0_var``; weight G / h_t1), except for weighted methods on linear-Gaussian observations: there x_0 is drawn from the locally
     optimal proposal N(xhat_0(x_t1), r_t1^2 I) N(y; A x_0, Sigma_y) (normalised, closed form in the
     whitened SVD coordinates; r_t1^2 = ``fk.final_var(t1)``), whose weight
     N(y; A xhat_0, Sigma_y + r_t1^2 A A^T) / h_t1(x_t1) is 1 for the variance-corrected twist.
@@ -92,8 +92,10 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
             x_s = flat.reshape(p.x.shape)
             new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
             return new._replace(incr=log_norm - p.log_h)
-        if final:  # into clean data: deterministic, x_0 = xhat_0(x_t1); h_0 = G
+        if final:  # into clean data: x_0 = xhat_0(x_t1), or N(xhat_0, Gamma_t1) with x0_var; h_0 = G
             x_s = mean_p
+            if fk.prior.x0_var is not None:
+                x_s = mean_p + std * jax.random.normal(rng_key, p.x.shape, p.x.dtype)
             new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
             log_q_ratio = 0.0
         else:
