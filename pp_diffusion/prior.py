@@ -53,7 +53,7 @@ class DiffusionPrior(dist.Distribution):
         the analytic reverse variance. Each DDIM-family transition adds the uncertainty of x_0
         left at x_t to its variance, and the conditioning samplers use it as r_t^2, Var[x_0 | x_t]
         (their linear-Gaussian twist and last step). Default None: DDPM's kernel, r_t^2 from the
-        model's ``data_var``.
+        model's ``data_var``. With eta = 0 it makes the chain stochastic (Analytic-DDIM).
 
     Notes
     -----

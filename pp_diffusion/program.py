@@ -281,10 +281,11 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
     from pp_diffusion import potentials
 
     check_conditionable(info)
-    if info.prior.eta is None or info.prior.eta <= 0:
+    if info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None):
         raise ValueError(
             "conditioning samplers need the stochastic DDIM-family chain: build the prior as "
-            f"DiffusionPrior(model, eta > 0), got eta={info.prior.eta} (integrator {info.prior.integrator.name})"
+            f"DiffusionPrior(model, eta > 0) or with x0_var, got eta={info.prior.eta} "
+            f"(integrator {info.prior.integrator.name})"
         )
     log_g = log_potential_fn(program, info, data)
     lg = linear_gaussian_structure(program, info, data)
