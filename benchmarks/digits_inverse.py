@@ -4,9 +4,10 @@
     python benchmarks/digits_inverse.py --images 20 --tasks inpaint_half --samplers twisted
 
 The prior is the zoo's ``digits`` model (``pp_diffusion.zoo.load("digits")``, DDPM chain of
-``--steps`` steps; with ``--x0-var``, the analytic reverse variance measured on the training split). Each task observes y = A x + N(0, sigma_y^2) for a test image x, with the
-likelihood written as an ordinary NumPyro observation ``numpyro.sample("y", dist.Normal(op(x),
-sigma_y), obs=y)``:
+``--steps`` steps; with ``--x0-var``, the analytic reverse variance measured on the training
+split). Each task observes y = A x + N(0, sigma_y^2) for a test image x, with the likelihood
+written as an ordinary NumPyro observation ``numpyro.sample("y", dist.Normal(op(x), sigma_y),
+obs=y)``:
 
 - ``inpaint_half``: the left half of the image (32 pixels), sigma_y = 0.1;
 - ``inpaint_random``: 50% of the pixels, drawn once from ``--seed``, sigma_y = 0.1;

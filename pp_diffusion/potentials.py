@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pp_diffusion.x0_variance import gaussian_x0_var
+from pp_diffusion.x0_variance import conditioning_x0_var
 
 __all__ = [
     "Potential",
@@ -166,8 +166,7 @@ def linear_gaussian_potential(lg: LinearGaussian, data_var: float = 1.0, x0_var=
         return lg.log_likelihood(jnp.reshape(x0, -1))
 
     def log_h(x_t, x0_hat, t, alpha, sigma):
-        r2 = gaussian_x0_var(data_var, alpha, sigma) if x0_var is None else x0_var(t)
-        return lg.log_likelihood(jnp.reshape(x0_hat, -1), r2)
+        return lg.log_likelihood(jnp.reshape(x0_hat, -1), conditioning_x0_var(x0_var, data_var, t, alpha, sigma))
 
     return Potential(log_g, log_h)
 

@@ -15,7 +15,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 
 from pp_diffusion.prior import DiffusionPrior
-from pp_diffusion.x0_variance import gaussian_x0_var
+from pp_diffusion.x0_variance import conditioning_x0_var
 
 __all__ = ["ProgramInfo", "inspect_program"]
 
@@ -263,15 +263,8 @@ class FeynmanKacModel(NamedTuple):
         """r_t^2, the Var[x_0 | x_t] of the conditioning samplers (their linear-Gaussian twist and last
         transition x_{t_1} -> x_0): the prior's ``x0_var`` Gamma_t when it has one, else
         v sigma_t^2 / (alpha_t^2 v + sigma_t^2), exact for data x_0 ~ N(0, v I)."""
-        return x0_variance(self.prior, self.data_var, t)
-
-
-def x0_variance(prior, data_var, t):
-    """r_t^2 (see :meth:`FeynmanKacModel.final_var`)."""
-    if prior.x0_var is not None:
-        return prior.x0_var(t)
-    sched = prior.model.schedule
-    return gaussian_x0_var(data_var, sched.alpha(t), sched.sigma(t))
+        sched = self.prior.model.schedule
+        return conditioning_x0_var(self.prior.x0_var, self.data_var, t, sched.alpha(t), sched.sigma(t))
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:

@@ -28,9 +28,12 @@ import numpy as np
 __all__ = ["DenoisingVariance", "denoising_variance"]
 
 
-def gaussian_x0_var(data_var, alpha, sigma):
-    """Var[x_0 | x_t] = v sigma_t^2 / (alpha_t^2 v + sigma_t^2) for data x_0 ~ N(0, v I): the default
-    r_t^2 of the conditioning samplers when the prior has no measured ``x0_var``."""
+def conditioning_x0_var(x0_var, data_var, t, alpha, sigma):
+    """r_t^2, the Var[x_0 | x_t] of the conditioning samplers: the measured Gamma_t of ``x0_var`` (a
+    :class:`DenoisingVariance`) when given, else v sigma_t^2 / (alpha_t^2 v + sigma_t^2), exact for
+    data x_0 ~ N(0, v I) (v = ``data_var``)."""
+    if x0_var is not None:
+        return x0_var(t)
     return data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
 
 

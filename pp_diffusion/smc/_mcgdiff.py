@@ -61,7 +61,7 @@ import numpy as np
 from pp_diffusion.program import FeynmanKacModel, feynman_kac
 from pp_diffusion.samplers import Sampler, SamplerOutput
 from pp_diffusion.smc import _base
-from pp_diffusion.smc._twisted import kernel_coefficients
+from pp_diffusion.smc._twisted import prior_kernel
 
 __all__ = ["mcgdiff"]
 
@@ -126,10 +126,8 @@ class _Observation:
 def _prior_kernel(fk: FeynmanKacModel, x, x0_hat, t, s, last):
     """Mean (flattened) and std of the prior kernel from (x, t) to s; ``last``: into clean data,
     where the transition is N(xhat_0(x_t1), r_t1^2 I) (as in pp_diffusion.smc.run_smc)."""
-    alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(fk.prior, t, s)
-    std = jnp.where(last, jnp.sqrt(fk.final_var(t)), std)
-    eps_hat = (x - alpha_t * x0_hat) / sigma_t
-    return (alpha_s * x0_hat + noise_coef * eps_hat).reshape(-1), std
+    mean, std, _ = prior_kernel(fk.prior, x, x0_hat, t, s)
+    return mean.reshape(-1), jnp.where(last, jnp.sqrt(fk.final_var(t)), std)
 
 
 def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False):

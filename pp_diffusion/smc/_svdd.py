@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler, _check_positive_int
 from pp_diffusion.smc import _base
-from pp_diffusion.smc._twisted import chain_moves, kernel_coefficients
+from pp_diffusion.smc._twisted import chain_moves, prior_kernel
 
 __all__ = ["svdd"]
 
@@ -29,9 +29,7 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
     def move(rng_key, p, t, s, index, final):
         if final:
             return plain_move(rng_key, p, t, s, index, True)
-        alpha_t, sigma_t, alpha_s, noise_coef, std, _ = kernel_coefficients(fk.prior, t, s)
-        eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
-        mean = alpha_s * p.x0_hat + noise_coef * eps_hat
+        mean, std, _ = prior_kernel(fk.prior, p.x, p.x0_hat, t, s)
         k_children, k_pick = jax.random.split(rng_key)
         noise = jax.random.normal(k_children, (num_candidates, *p.x.shape), p.x.dtype)
         children = mean + std * noise

@@ -32,12 +32,14 @@ from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
 __all__ = ["bootstrap", "twisted", "fk_steering", "chain_moves"]
 
 
-def kernel_coefficients(prior, t, s):
-    """The prior's DDIM(eta) kernel from t to s (:func:`pp_diffusion.integrators._ddim.coefficients`,
-    with the prior's ``x0_var``) and k_t, the coefficient of the score in the kernel mean."""
+def prior_kernel(prior, x, x0_hat, t, s):
+    """Mean and std of the prior's DDIM(eta) kernel from (x, t) to s given x0_hat = xhat_0(x)
+    (:func:`pp_diffusion.integrators._ddim.coefficients`, with the prior's ``x0_var``), and k_t, the
+    coefficient of the score in the mean."""
     alpha_t, sigma_t, alpha_s, noise_coef, std = ddim_coefficients(prior.model.schedule, t, s, prior.eta, prior.x0_var)
     k = alpha_s * sigma_t**2 / alpha_t - sigma_t * noise_coef
-    return alpha_t, sigma_t, alpha_s, noise_coef, std, k
+    eps_hat = (x - alpha_t * x0_hat) / sigma_t
+    return alpha_s * x0_hat + noise_coef * eps_hat, std, k
 
 
 def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.0,
@@ -49,8 +51,8 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     plain gradient step, as DPS's normalised step).
 
     The last step, into clean data, is the prior's (x_0 = xhat_0(x_t1), or N(xhat_0, Gamma_t1) when
-    the prior has ``x0_var``; weight G / h_t1), except for weighted methods on linear-Gaussian observations: there x_0 is drawn from the locally
-    optimal proposal N(xhat_0(x_t1), r_t1^2 I) N(y; A x_0, Sigma_y) (normalised, closed form in the
+    the prior has ``x0_var``; weight G / h_t1), except for weighted methods on linear-Gaussian
+    observations: there x_0 is drawn from the locally optimal proposal N(xhat_0(x_t1), r_t1^2 I) N(y; A x_0, Sigma_y) (normalised, closed form in the
     whitened SVD coordinates; r_t1^2 = ``fk.final_var(t1)``), whose weight
     N(y; A xhat_0, Sigma_y + r_t1^2 A A^T) / h_t1(x_t1) is 1 for the variance-corrected twist.
     A deterministic last step with a twist much wider than G along A (sigma_y below r_t1 s_i)
@@ -84,9 +86,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
 
     def move(rng_key, p: Particle, t, s, index, final: bool):
         del index
-        alpha_t, sigma_t, alpha_s, noise_coef, std, k = kernel_coefficients(fk.prior, t, s)
-        eps_hat = (p.x - alpha_t * p.x0_hat) / sigma_t
-        mean_p = alpha_s * p.x0_hat + noise_coef * eps_hat
+        mean_p, std, k = prior_kernel(fk.prior, p.x, p.x0_hat, t, s)
         if final and lg is not None:  # locally optimal Gaussian proposal (see the docstring); h_0 = G
             flat, log_norm = lg.condition(rng_key, mean_p.reshape(-1), fk.final_var(t))
             x_s = flat.reshape(p.x.shape)
