@@ -148,6 +148,11 @@ def oracle_sampler(problem, n):
                       resampling=ppd.smc.resampling.systematic, ess_threshold=0.5)
 
 
+def samplers_for(problem, n):
+    """{label: Sampler} of :func:`samplers`, in order, with the oracle twist built for ``problem``."""
+    return {label: s if s is not None else oracle_sampler(problem, n) for label, _, s in samplers(n)}
+
+
 SMC_LABELS = ["bootstrap", "twisted", "fk_steering(max)", "mcgdiff", "mcgdiff(forward)", "mcgdiff(paper)", "oracle twist"]  # weighted SMC: table (c)
 
 
@@ -263,6 +268,13 @@ def chain_prior(mix, steps, args, index):
             _X0_VAR[key] = ppd.denoising_variance(model, k_noise, exact_draws(mix, k_draws, 20_000))
         x0_var = _X0_VAR[key]
     return ppd.DiffusionPrior(model, steps, x0_var=x0_var)
+
+
+def cached_problem(cache, d, dy, index, args):
+    """Problem (d, dy, index), built once per run of the script and shared by the tables."""
+    if (d, dy, index) not in cache:
+        cache[(d, dy, index)] = Problem(d, dy, index, args)
+    return cache[(d, dy, index)]
 
 
 def prior_weights(seed, d, index):
@@ -381,12 +393,7 @@ def table_a(args, metric, problems_cache):
         for d in args.dims:
             for dy in args.dys:
                 t_cfg = clock()
-                probs = []
-                for p in range(args.problems):
-                    prob = problems_cache.get((d, dy, p))
-                    if prob is None:
-                        prob = problems_cache[(d, dy, p)] = Problem(d, dy, p, args)
-                    probs.append(prob)
+                probs = [cached_problem(problems_cache, d, dy, p, args) for p in range(args.problems)]
                 metric_check = None
                 results = {label: [] for label, _, _ in samplers(1) if label in args.samplers}
                 refkeys = {label: rk for label, rk, _ in samplers(1)}
@@ -395,11 +402,9 @@ def table_a(args, metric, problems_cache):
                     program = prob.program(steps)  # built once per problem: infer caches its compiled run
                     data = {"y": prob.y}
                     floor = prob.floor(args.particles)[0]
-                    for i, (label, _, sampler) in enumerate(samplers(args.particles)):
+                    for i, (label, sampler) in enumerate(samplers_for(prob, args.particles).items()):
                         if label not in args.samplers:  # skipped; the others keep their random streams
                             continue
-                        if sampler is None:
-                            sampler = oracle_sampler(prob, args.particles)
                         r = run_infer(program, sampler, jax.random.fold_in(prob.k_run, i), data)
                         r["ratio"] = prob.sw(r["x"][0]) / floor
                         r["logz_err"] = float(r["log_z"][0]) - prob.log_z
@@ -593,7 +598,7 @@ def table_b(args, problems_cache):
     verdicts = []
     for d in args.dims:
         dy = args.overhead_dy
-        prob = problems_cache.get((d, dy, 0)) or Problem(d, dy, 0, args)
+        prob = cached_problem(problems_cache, d, dy, 0, args)
         program = prob.program(steps)
         data = {"y": prob.y}
         sampler = ppd.smc.twisted(n)
@@ -666,9 +671,7 @@ def table_c(args, problems_cache):
     prior_ratio = {n: [] for n in ns}
     t0 = clock()
     for p in range(P):
-        prob = problems_cache.get((d, dy, p))
-        if prob is None:
-            prob = problems_cache[(d, dy, p)] = Problem(d, dy, p, args)
+        prob = cached_problem(problems_cache, d, dy, p, args)
         program = prob.program(steps)
         data = {"y": prob.y}
         for n, v in prior_reference_by_n(d, steps, p, ns, args.conv_chains, args).items():
@@ -676,7 +679,7 @@ def table_c(args, problems_cache):
         for n in ns:
             floor = prob.floor(n)[0]
             floors[n].append(floor)
-            by_label = {lab: s if s is not None else oracle_sampler(prob, n) for lab, _, s in samplers(n)}
+            by_label = samplers_for(prob, n)
             for i, lab in enumerate(labels):
                 key = jax.random.fold_in(jax.random.fold_in(prob.k_run, 1000 + n), i)
                 r = run_infer(program, by_label[lab], key, data, timed=False, num_chains=args.conv_chains)
@@ -730,11 +733,9 @@ def table_d(args, problems_cache):
     ratio = {lab: [] for lab in labels}  # per problem: R runs
     t0 = clock()
     for p in range(args.problems):
-        prob = problems_cache.get((d, dy, p))
-        if prob is None:
-            prob = problems_cache[(d, dy, p)] = Problem(d, dy, p, args)
+        prob = cached_problem(problems_cache, d, dy, p, args)
         floor = prob.floor(n)[0]
-        by_label = {lab: s if s is not None else oracle_sampler(prob, n) for lab, _, s in samplers(n)}
+        by_label = samplers_for(prob, n)
         for i, lab in enumerate(labels):
             key = jax.random.fold_in(jax.random.fold_in(prob.k_run, 7), i)
             r = run_infer(prob.program(steps), by_label[lab], key, {"y": prob.y}, timed=False, num_chains=R)
