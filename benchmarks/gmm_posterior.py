@@ -267,7 +267,7 @@ def chain_prior(mix, steps, args, index):
             k_draws, k_noise = jax.random.split(jax.random.key(9_000 + 100 * index + mix.dim))
             _X0_VAR[key] = ppd.denoising_variance(model, k_noise, exact_draws(mix, k_draws, 20_000))
         x0_var = _X0_VAR[key]
-    return ppd.DiffusionPrior(model, steps, x0_var=x0_var)
+    return ppd.DiffusionPrior(model, steps, x0_var=x0_var, order=args.order)
 
 
 def cached_problem(cache, d, dy, index, args):
@@ -813,6 +813,9 @@ def main(argv=None):
     parser.add_argument("--x0-var", action="store_true",
                         help="give every chain the analytic reverse variance (DiffusionPrior(..., x0_var=...), measured "
                              "on 20,000 exact prior draws); default: DDPM's kernel")
+    parser.add_argument("--order", type=int, choices=[1, 2], default=1,
+                        help="the chain's order (DiffusionPrior(..., order=...)): 1, DDPM's mean (default); 2, the multistep "
+                             "mean of SDE-DPM-Solver++(2M)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tables", default="abcd", help="which tables to print, e.g. 'a' or 'bcd' (default abcd)")
     parser.add_argument("--quick", action="store_true",

@@ -70,6 +70,9 @@ class Particle(NamedTuple):
         The carried log-weight log(N w) of steps that did not resample.
     incr
         This step's incremental log-weight.
+    x0_prev
+        The previous step's x0 prediction (the ancestor's ``x0_hat``), which the second-order
+        kernel of a ``DiffusionPrior(..., order=2)`` extrapolates from; None at order 1.
     """
 
     x: jax.Array
@@ -79,6 +82,7 @@ class Particle(NamedTuple):
     aux: jax.Array
     log_w: jax.Array
     incr: jax.Array
+    x0_prev: jax.Array | None = None
 
 
 class SMCInfo(NamedTuple):

@@ -61,7 +61,7 @@ import numpy as np
 from pp_diffusion.program import FeynmanKacModel, feynman_kac
 from pp_diffusion.samplers import Sampler, SamplerOutput
 from pp_diffusion.smc import _base
-from pp_diffusion.smc._twisted import prior_kernel
+from pp_diffusion.smc._twisted import previous_prediction, prior_kernel
 
 __all__ = ["mcgdiff"]
 
@@ -123,10 +123,10 @@ class _Observation:
         return mean, var, index <= self.pin
 
 
-def _prior_kernel(fk: FeynmanKacModel, x, x0_hat, t, s, last):
-    """Mean (flattened) and std of the prior kernel from (x, t) to s; ``last``: into clean data,
-    where the transition is N(xhat_0(x_t1), r_t1^2 I) (as in pp_diffusion.smc.run_smc)."""
-    mean, std, _ = prior_kernel(fk.prior, x, x0_hat, t, s)
+def _prior_kernel(fk: FeynmanKacModel, p: _base.Particle, t, s, index, last):
+    """Mean (flattened) and std of the prior kernel from the particle's (x, t) to s; ``last``: into
+    clean data, where the transition is N(xhat_0(x_t1), r_t1^2 I) (as in pp_diffusion.smc.run_smc)."""
+    mean, std, _ = prior_kernel(fk.prior, p, t, s, index)
     return mean.reshape(-1), jnp.where(last, jnp.sqrt(fk.final_var(t)), std)
 
 
@@ -135,19 +135,21 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
     sched, times = model.schedule, fk.prior.times
     steps = times.shape[0] - 1
 
-    def log_weight(x, x0_hat, t, s, index, last):
-        """The incremental log-weight of step ``index`` (t -> s), a function of x_t alone: the
-        predictive of H_{index+1} under the kernel over the twist H_index of the coordinates not yet pinned."""
-        mean, std = _prior_kernel(fk, x, x0_hat, t, s, last)
+    def log_weight(p, t, s, index, last):
+        """The incremental log-weight of step ``index`` (t -> s), a function of the particle at t alone:
+        the predictive of H_{index+1} under the kernel over the twist H_index of the coordinates not yet pinned."""
+        x = p.x
+        mean, std = _prior_kernel(fk, p, t, s, index, last)
         h_mean, h_var, active = obs.factor_params(sched, s, index + 1)
         log_pred = jnp.where(active, _log_normal(h_mean, obs.vt @ mean, std**2 + h_var), 0.0)
         d_mean, d_var = obs.twist_params(sched, t)
         log_den = jnp.where(index < obs.pin, _log_normal(obs.vt @ x.reshape(-1), d_mean, d_var), 0.0)
         return jnp.sum(log_pred), jnp.sum(log_den)
 
-    def propose(rng_key, x, x0_hat, t, s, index, last):
+    def propose(rng_key, p, t, s, index, last):
         """Free coordinates from the kernel, observed ones from the kernel times H_{index+1}."""
-        mean, std = _prior_kernel(fk, x, x0_hat, t, s, last)
+        x = p.x
+        mean, std = _prior_kernel(fk, p, t, s, index, last)
         k_prior, k_obs = jax.random.split(rng_key)
         x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
         mbar = obs.vt @ mean
@@ -161,27 +163,30 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
 
     def init_particle(x_T):
         x0_hat = model.denoise(x_T, times[0])
+        zeros = jnp.zeros(())
+        p = _base.Particle(x_T, x0_hat, zeros, jnp.zeros_like(x_T), zeros, zeros, zeros,
+                           previous_prediction(fk.prior, x0_hat))
         if adapted:  # h_N times the first step's weight, applied before its move: its predictive
-            log_h = log_weight(x_T, x0_hat, times[0], times[1], 0, steps == 1)[0]
+            log_h = log_weight(p, times[0], times[1], 0, steps == 1)[0]
         else:
             mean, var, active = obs.factor_params(sched, times[0], 0)
             log_h = jnp.sum(jnp.where(active, _log_normal(obs.vt @ x_T.reshape(-1), mean, var), 0.0))
-        zeros = jnp.zeros(())
-        return _base.Particle(x_T, x0_hat, log_h, jnp.zeros_like(x_T), zeros, zeros, zeros)
+        return p._replace(log_h=log_h)
 
     def move(rng_key, p, t, s, index, final):
-        x_s = propose(rng_key, p.x, p.x0_hat, t, s, index, final)
+        x_s = propose(rng_key, p, t, s, index, final)
         x0_hat = x_s if final else model.denoise(x_s, s)
+        new = p._replace(x=x_s, x0_hat=x0_hat, x0_prev=previous_prediction(fk.prior, p.x0_hat))
         if not adapted:
-            log_pred, log_den = log_weight(p.x, p.x0_hat, t, s, index, final)
+            log_pred, log_den = log_weight(p, t, s, index, final)
             incr = log_pred - log_den
         elif final:
             incr = jnp.zeros(())
         else:  # the next step's weight (a function of x_s alone), so resampling precedes its move
             s_next = times[jnp.minimum(index + 2, steps)]
-            log_pred, log_den = log_weight(x_s, x0_hat, s, s_next, index + 1, index + 2 == steps)
+            log_pred, log_den = log_weight(new, s, s_next, index + 1, index + 2 == steps)
             incr = log_pred - log_den
-        return p._replace(x=x_s, x0_hat=x0_hat, incr=incr)
+        return new._replace(incr=incr)
 
     return init_particle, move
 
@@ -219,10 +224,11 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         x0_hat = model.denoise(x_T, times[0])
         zeros = jnp.zeros(())
         before, pinned = log_h(x_T, x0_hat, times[0], 0)
-        return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros)
+        return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros,
+                              previous_prediction(fk.prior, x0_hat))
 
     def move(rng_key, p, t, s, index, final):
-        mean, std = _prior_kernel(fk, p.x, p.x0_hat, t, s, final)
+        mean, std = _prior_kernel(fk, p, t, s, index, final)
         k_prior, k_obs = jax.random.split(rng_key)
         x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
         # observed coordinates: the kernel N(mbar, c^2) times the twist at s with xhat_0 frozen at x_t's,
@@ -243,7 +249,8 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         x0_hat = x_s if final else model.denoise(x_s, s)
         before, pinned = log_h(x_s, x0_hat, s, index + 1)
         incr = before + pinned - p.aux + jnp.sum(log_pq)
-        return p._replace(x=x_s, x0_hat=x0_hat, log_h=before + pinned, aux=before, incr=incr)
+        return p._replace(x=x_s, x0_hat=x0_hat, log_h=before + pinned, aux=before, incr=incr,
+                          x0_prev=previous_prediction(fk.prior, p.x0_hat))
 
     return init_particle, move
 

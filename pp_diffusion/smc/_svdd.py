@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler, _check_positive_int
 from pp_diffusion.smc import _base
-from pp_diffusion.smc._twisted import chain_moves, prior_kernel
+from pp_diffusion.smc._twisted import chain_moves, previous_prediction, prior_kernel
 
 __all__ = ["svdd"]
 
@@ -29,7 +29,7 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
     def move(rng_key, p, t, s, index, final):
         if final:
             return plain_move(rng_key, p, t, s, index, True)
-        mean, std, _ = prior_kernel(fk.prior, p.x, p.x0_hat, t, s)
+        mean, std, _ = prior_kernel(fk.prior, p, t, s, index)
         k_children, k_pick = jax.random.split(rng_key)
         noise = jax.random.normal(k_children, (num_candidates, *p.x.shape), p.x.dtype)
         children = mean + std * noise
@@ -42,7 +42,8 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
         values, x0s = jax.vmap(value)(children)
         logits = jnp.where(jnp.isnan(values), -jnp.inf, values) / temperature
         pick = jax.random.categorical(k_pick, logits)
-        return p._replace(x=children[pick], x0_hat=x0s[pick], log_h=values[pick], incr=jnp.zeros(()))
+        return p._replace(x=children[pick], x0_hat=x0s[pick], log_h=values[pick], incr=jnp.zeros(()),
+                          x0_prev=previous_prediction(fk.prior, p.x0_hat))
 
     return init_particle, move
 

@@ -24,7 +24,8 @@ import blackjax.smc.resampling as resampling_lib
 import jax
 import jax.numpy as jnp
 
-from pp_diffusion.integrators._ddim import coefficients as ddim_coefficients
+from pp_diffusion.integrators._base import half_log_snr
+from pp_diffusion.integrators._ddim import kernel_mean, multistep_x0
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler
 from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
@@ -32,14 +33,22 @@ from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
 __all__ = ["bootstrap", "twisted", "fk_steering", "chain_moves"]
 
 
-def prior_kernel(prior, x, x0_hat, t, s):
-    """Mean and std of the prior's DDIM(eta) kernel from (x, t) to s given x0_hat = xhat_0(x)
-    (:func:`pp_diffusion.integrators._ddim.coefficients`, with the prior's ``x0_var``), and k_t, the
-    coefficient of the score in the mean."""
-    alpha_t, sigma_t, alpha_s, noise_coef, std = ddim_coefficients(prior.model.schedule, t, s, prior.eta, prior.x0_var)
-    k = alpha_s * sigma_t**2 / alpha_t - sigma_t * noise_coef
-    eps_hat = (x - alpha_t * x0_hat) / sigma_t
-    return alpha_s * x0_hat + noise_coef * eps_hat, std, k
+def prior_kernel(prior, p: Particle, t, s, index):
+    """Mean and std of the prior's DDIM(eta) kernel from the particle's (x, t) to s, step ``index``
+    (:func:`pp_diffusion.integrators._ddim.kernel_mean`, with the prior's ``x0_var``; at ``order=2`` the
+    mean extrapolates from ``p.x0_prev``, made at the previous grid time), and k_t, the coefficient of
+    the score in the first-order mean."""
+    x0_pred = p.x0_hat
+    if prior.order == 2:
+        lam = lambda u: half_log_snr(prior.model, u)
+        t_prev = prior.times[jnp.maximum(index - 1, 0)]  # = t at the first step: no extrapolation
+        x0_pred = multistep_x0(p.x0_hat, p.x0_prev, lam(t_prev), lam(t), lam(s))
+    return kernel_mean(prior.model.schedule, p.x, x0_pred, t, s, prior.eta, prior.x0_var)
+
+
+def previous_prediction(prior, x0_hat):
+    """What a particle carries as ``x0_prev``: its x0 prediction at order 2, else nothing."""
+    return x0_hat if prior.order == 2 else None
 
 
 def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.0,
@@ -61,7 +70,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     model, potential = fk.prior.model, fk.potential
     lg = fk.linear_gaussian if weighted else None
 
-    def evaluate(x, t, aux_prev, first):
+    def evaluate(x, t, aux_prev, first, x0_prev=None):
         alpha, sigma = model.schedule.alpha(t), model.schedule.sigma(t)
 
         def twist(y):
@@ -79,31 +88,31 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
             aux = value if first else aux_prev + value
         else:
             aux = value
-        return Particle(x, x0_hat, aux, grad, aux, jnp.zeros(()), jnp.zeros(()))
+        x0_prev = previous_prediction(fk.prior, x0_hat if first else x0_prev)
+        return Particle(x, x0_hat, aux, grad, aux, jnp.zeros(()), jnp.zeros(()), x0_prev)
 
     def init_particle(x_T):
         return evaluate(x_T, fk.prior.times[0], jnp.zeros(()), True)
 
     def move(rng_key, p: Particle, t, s, index, final: bool):
-        del index
-        mean_p, std, k = prior_kernel(fk.prior, p.x, p.x0_hat, t, s)
+        mean_p, std, k = prior_kernel(fk.prior, p, t, s, index)
         if final and lg is not None:  # locally optimal Gaussian proposal (see the docstring); h_0 = G
             flat, log_norm = lg.condition(rng_key, mean_p.reshape(-1), fk.final_var(t))
             x_s = flat.reshape(p.x.shape)
-            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
+            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()), p.x0_prev)
             return new._replace(incr=log_norm - p.log_h)
         if final:  # into clean data: x_0 = xhat_0(x_t1), or N(xhat_0, Gamma_t1) with x0_var; h_0 = G
             x_s = mean_p
             if fk.prior.x0_var is not None:
                 x_s = mean_p + std * jax.random.normal(rng_key, p.x.shape, p.x.dtype)
-            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
+            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()), p.x0_prev)
             log_q_ratio = 0.0
         else:
             shift = guidance_scale * (k if score_step else 1.0) * p.grad_log_h
             mean_q = mean_p + shift if guided else mean_p
             noise = jax.random.normal(rng_key, p.x.shape, p.x.dtype)
             x_s = mean_q + std * noise
-            new = evaluate(x_s, s, p.aux, False)._replace(log_w=p.log_w)
+            new = evaluate(x_s, s, p.aux, False, p.x0_hat)._replace(log_w=p.log_w)
             log_q_ratio = gaussian_log_ratio(noise, shift, std) if guided else 0.0
         incr = new.log_h - p.log_h + log_q_ratio if weighted else jnp.zeros(())
         return new._replace(incr=incr)
