@@ -253,7 +253,7 @@ _X0_VAR = {}
 
 def chain_prior(mix, steps, args, index):
     """The problem's DiffusionPrior: the exact eps model under the discrete DDPM schedule, with the
-    analytic reverse variance measured on 20,000 exact prior draws when ``--x0-var`` is given."""
+    analytic reverse variance measured on 20,000 exact prior draws when ``--x0-var`` is given, and the order ``--order``."""
     import jax
 
     import pp_diffusion as ppd
@@ -857,6 +857,9 @@ def main(argv=None):
     if args.x0_var:
         print("    --x0-var: every chain has the analytic reverse variance, DiffusionPrior(model, steps, x0_var=Gamma) with")
         print("    Gamma_t = ppd.denoising_variance(model, key, 20,000 exact prior draws) (also the samplers' r_t^2).")
+    if args.order == 2:
+        print("    --order 2: every chain is second order, DiffusionPrior(model, steps, order=2) (the SDE-DPM-Solver++(2M)")
+        print("    mean: xhat_0 extrapolated through the previous step's prediction; same variance and cost).")
     print(f"    Samplers, N = {args.particles}: guidance.dps(1.0, N), smc.bootstrap(N), smc.twisted(N), smc.fk_steering(N)")
     print("    (potential 'max', resampling every 5 steps), smc.svdd(N, 10) (temperature 1), smc.mcgdiff(N) (resampling")
     print("    when ESS < N/2; its default tweedie twist), smc.mcgdiff(N, twist='forward') (the paper's twist),")
