@@ -6,7 +6,9 @@ possibly shifted, and weight them with a twist h_t:
 - ``bootstrap`` (SMCDiff-style; Trippe et al., 2022): q = p, h_t the program's twist;
 - ``twisted`` (TDS; Wu et al., 2023): q = p with the score replaced by score + grad log h_t,
   i.e. the mean shifted by k_t grad log h_t(x_t), k_t = alpha_s sigma_t^2 / alpha_t -
-  sigma_t sqrt(sigma_s^2 - c^2) (the coefficient of the score in m);
+  sigma_t sqrt(sigma_s^2 - c^2) (the coefficient of the score in m; for a second-order prior,
+  whose m extrapolates xhat_0 through the particle's previous prediction ``x0_prev``, the same
+  first-order k_t: the weight corrects any shift);
 - ``fk_steering`` (Singhal et al., 2025): q = p, with r_t = log h_t(x_t) the program's twist
   (the reward of the Tweedie estimate, log G(xhat_0(x_t)), unless the observation is
   linear-Gaussian, where the variance-corrected form replaces it) and the
