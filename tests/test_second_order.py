@@ -108,6 +108,7 @@ def test_conditioning_samplers_target_the_second_order_chains_posterior(make):
 
     idata = ppd.infer(_program(prior, A, sigma_y), make(4000), jax.random.key(3), num_chains=4, y=y,
                       progress_bar=False)
+    assert idata.posterior.attrs["integrator"] == "ddpm_2m"
     draws = np.asarray(idata.posterior["x"].values).reshape(-1, 2)
     np.testing.assert_allclose(draws.mean(0), mean, atol=0.05)
     np.testing.assert_allclose(draws.var(0) / var, 1.0, atol=0.08)
