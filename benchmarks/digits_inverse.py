@@ -118,6 +118,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--x0-var", action="store_true",
                         help="DiffusionPrior(..., x0_var=denoising_variance(model, key, training split)) instead of DDPM's kernel")
+    parser.add_argument("--order", type=int, choices=[1, 2], default=1,
+                        help="DiffusionPrior(..., order=...): 1, DDPM's mean; 2, the multistep SDE-DPM-Solver++(2M) mean")
     parser.add_argument("--tasks", nargs="+", default=list(all_tasks), choices=list(all_tasks))
     sampler_names = list(samplers(1))
     parser.add_argument("--samplers", nargs="+", default=sampler_names, choices=sampler_names)
@@ -133,13 +135,13 @@ def main(argv=None) -> None:
     labels = data.y_test[: args.images]
     model = ppd.zoo.load("digits")
     x0_var = ppd.denoising_variance(model, jax.random.key(1), data.x_train) if args.x0_var else None
-    prior = ppd.DiffusionPrior(model, steps=args.steps, x0_var=x0_var)
+    prior = ppd.DiffusionPrior(model, steps=args.steps, x0_var=x0_var, order=args.order)
     classifier = ppd.zoo.load_classifier("digits_classifier")
     classify = jax.jit(jax.vmap(classifier))
     truth = np.asarray(images)
 
     print(f"digits inverse problems: {args.images} test images, {args.particles} particles, "
-          f"{args.steps} DDPM steps (t from {model.t_start:g}{', analytic variance' if args.x0_var else ''}), seed {args.seed}; "
+          f"{args.steps} DDPM steps (t from {model.t_start:g}{', analytic variance' if args.x0_var else ''}{', second order' if args.order == 2 else ''}), seed {args.seed}; "
           f"clean-classifier accuracy on the true images {classifier_accuracy(classify, truth[:, None], labels):.3f}")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
     rows = []
