@@ -25,7 +25,7 @@ so SMC weights are unchanged. The first step (no previous prediction) and the st
 are first order. On the 25-component mixture of ``benchmarks/gmm_posterior.py`` (exact denoiser,
 100 uniform steps) DDPM's draws put 1.8-1.9% of the mass in the wrong components (total
 variation), all of it from the coarse steps at high noise (sigma / alpha > 6); the second-order
-mean brings it to 0.7%, that of a 1,000-step DDPM chain (tests/test_integrators.py).
+mean brings it to 0.7%, near a 1,000-step DDPM chain's 0.5% (tests/test_second_order.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def multistep_x0(x0_hat, x0_prev, lam_prev, lam_t, lam_s):
     return x0_hat + ratio * (x0_hat - x0_prev)
 
 
-def kernel_mean(schedule, x, x0_pred, t, s, eta, x0_var=None):
+def kernel_moments(schedule, x, x0_pred, t, s, eta, x0_var=None):
     """Mean and std of the DDIM(eta) kernel from (x, t) to s given the data prediction ``x0_pred``
     (xhat_0, or the multistep D), and k_t = alpha_s sigma_t^2 / alpha_t - sigma_t noise_coef, the
     coefficient of the score in the first-order mean (TDS's shift is k_t grad log h_t)."""
@@ -80,7 +80,7 @@ def transition(model, x, t, s, eta, x0_var=None, x0_prev=None, lam_prev=None):
         x0_pred = x0_hat
     else:
         x0_pred = multistep_x0(x0_hat, x0_prev, lam_prev, half_log_snr(model, t), half_log_snr(model, s))
-    mean, std, _ = kernel_mean(model.schedule, x, x0_pred, t, s, eta, x0_var)
+    mean, std, _ = kernel_moments(model.schedule, x, x0_pred, t, s, eta, x0_var)
     return mean, std, x0_hat
 
 

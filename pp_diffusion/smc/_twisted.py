@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from pp_diffusion.integrators._base import half_log_snr
-from pp_diffusion.integrators._ddim import kernel_mean, multistep_x0
+from pp_diffusion.integrators._ddim import kernel_moments, multistep_x0
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler
 from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
@@ -37,7 +37,7 @@ __all__ = ["bootstrap", "twisted", "fk_steering", "chain_moves"]
 
 def prior_kernel(prior, p: Particle, t, s, index):
     """Mean and std of the prior's DDIM(eta) kernel from the particle's (x, t) to s, step ``index``
-    (:func:`pp_diffusion.integrators._ddim.kernel_mean`, with the prior's ``x0_var``; at ``order=2`` the
+    (:func:`pp_diffusion.integrators._ddim.kernel_moments`, with the prior's ``x0_var``; at ``order=2`` the
     mean extrapolates from ``p.x0_prev``, made at the previous grid time), and k_t, the coefficient of
     the score in the first-order mean."""
     x0_pred = p.x0_hat
@@ -45,7 +45,7 @@ def prior_kernel(prior, p: Particle, t, s, index):
         lam = lambda u: half_log_snr(prior.model, u)
         t_prev = prior.times[jnp.maximum(index - 1, 0)]  # = t at the first step: no extrapolation
         x0_pred = multistep_x0(p.x0_hat, p.x0_prev, lam(t_prev), lam(t), lam(s))
-    return kernel_mean(prior.model.schedule, p.x, x0_pred, t, s, prior.eta, prior.x0_var)
+    return kernel_moments(prior.model.schedule, p.x, x0_pred, t, s, prior.eta, prior.x0_var)
 
 
 def previous_prediction(prior, x0_hat):
