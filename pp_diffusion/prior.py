@@ -142,9 +142,9 @@ class DiffusionPrior(dist.Distribution):
         model, times, eta, integrator, x0_var = self.model, self.times, self.eta, self.integrator, self.x0_var
 
         def kernel(state, t, s):
-            if eta is not None:  # the Gaussian kernel, and the state with its history advanced (order 2)
-                mean, std, _, state = state_transition(model, state, t, s, eta, x0_var)
-                return mean, std, state._replace(count=state.count + 1)
+            if eta is not None:  # the Gaussian kernel, and the state advanced but for x
+                mean, std, _, advanced = state_transition(model, state, t, s, eta, x0_var)
+                return mean, std, advanced
             state, _ = integrator.step(numpyro.prng_key(), state, model, t, s)
             return state, None, None
 

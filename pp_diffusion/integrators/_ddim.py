@@ -92,14 +92,16 @@ def check_order(order) -> int:
 
 def state_transition(model, state, t, s, eta, x0_var=None):
     """:func:`transition` from an :class:`IntegratorState` (with one previous prediction in its history
-    for the second-order kernel): ``(mean, std, x0_hat, state)``, the state's history advanced."""
+    for the second-order kernel): ``(mean, std, x0_hat, state)``, the state advanced (its count, and
+    its history at order 2) but for ``x``, which the caller draws."""
     if state.x0_history.shape[0] == 0:
         mean, std, x0_hat = transition(model, state.x, t, s, eta, x0_var)
-        return mean, std, x0_hat, state
+        return mean, std, x0_hat, state._replace(count=state.count + 1)
     lam_t = half_log_snr(model, t)
     lam_prev = jnp.where(state.count > 0, state.lambda_history[0], lam_t)
     mean, std, x0_hat = transition(model, state.x, t, s, eta, x0_var, state.x0_history[0], lam_prev)
-    return mean, std, x0_hat, state._replace(x0_history=x0_hat[None], lambda_history=jnp.reshape(lam_t, (1,)))
+    return mean, std, x0_hat, state._replace(x0_history=x0_hat[None], lambda_history=jnp.reshape(lam_t, (1,)),
+                                             count=state.count + 1)
 
 
 def ddim(eta: float = 0.0, x0_var=None, order: int = 1) -> Integrator:
@@ -117,7 +119,7 @@ def ddim(eta: float = 0.0, x0_var=None, order: int = 1) -> Integrator:
     def step(rng_key, state, model, t, s):
         mean, std, x0_hat, state = state_transition(model, state, t, s, eta, x0_var)
         x = mean + std * jax.random.normal(rng_key, mean.shape, mean.dtype) if stochastic else mean
-        return state._replace(x=x, count=state.count + 1), IntegratorInfo(x0_hat)
+        return state._replace(x=x), IntegratorInfo(x0_hat)
 
     name = ("ddpm" if eta == 1.0 else f"ddim(eta={eta:g})") + ("_2m" if order == 2 else "")
     return Integrator(init, step, 1, name + ("+x0_var" if x0_var is not None else ""))

@@ -72,7 +72,8 @@ class Particle(NamedTuple):
         This step's incremental log-weight.
     x0_prev
         The previous step's x0 prediction (the ancestor's ``x0_hat``), which the second-order
-        kernel of a ``DiffusionPrior(..., order=2)`` extrapolates from; None at order 1.
+        kernel of a ``DiffusionPrior(..., order=2)`` extrapolates from: :func:`run_smc` sets it
+        (``carry_x0_prev``), so moves need not; None at order 1.
     """
 
     x: jax.Array
@@ -125,16 +126,20 @@ def run_smc(
     ess_threshold: float,
     resample_every: int | None = None,
     weighted: bool = True,
+    carry_x0_prev: bool = False,
 ):
     """Run SMC along ``times`` from the ``(N, *event)`` initial ``x_T``.
 
     Returns ``(final SMCState, log_evidence, stacked SMCInfo)``. ``resample_every`` (when
     given) resamples on a fixed interval of steps, as FK steering does; otherwise the step
     resamples when the ESS is below ``ess_threshold * N``. ``weighted=False`` starts from uniform
-    weights (for methods whose particles are never weighted).
+    weights (for methods whose particles are never weighted). ``carry_x0_prev`` gives every moved
+    particle its ancestor's ``x0_hat`` as ``x0_prev`` (the initial particles their own).
     """
     num = x_T.shape[0]
     particles = jax.vmap(init_particle)(x_T)
+    if carry_x0_prev:
+        particles = particles._replace(x0_prev=particles.x0_hat)
     log_w0 = jnp.where(jnp.isnan(particles.log_h), -jnp.inf, particles.log_h)
     if not weighted:
         log_w0 = jnp.zeros_like(log_w0)
@@ -169,6 +174,8 @@ def run_smc(
                 log_w=jnp.where(params["resample"], 0.0, particles.log_w)
             )
             moved = jax.vmap(lambda k, p: move(k, p, t, s, index, final))(keys, particles)
+            if carry_x0_prev:
+                moved = moved._replace(x0_prev=particles.x0_hat)
             return moved, None
 
         def weight_fn(particles):
@@ -268,7 +275,7 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
         state, log_z, infos = run_smc(
             k_run, x_T=x_T, times=fk.prior.times, init_particle=init_particle, move=move,
             resampling=resampling, ess_threshold=ess_threshold, resample_every=resample_every,
-            weighted=weighted,
+            weighted=weighted, carry_x0_prev=fk.prior.order == 2,
         )
         steps = fk.prior.steps
         per_call = fk.prior.model.nfe_per_call  # e.g. 2 under classifier-free guidance

@@ -61,7 +61,7 @@ import numpy as np
 from pp_diffusion.program import FeynmanKacModel, feynman_kac
 from pp_diffusion.samplers import Sampler, SamplerOutput
 from pp_diffusion.smc import _base
-from pp_diffusion.smc._twisted import previous_prediction, prior_kernel
+from pp_diffusion.smc._twisted import prior_kernel
 
 __all__ = ["mcgdiff"]
 
@@ -164,19 +164,18 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
     def init_particle(x_T):
         x0_hat = model.denoise(x_T, times[0])
         zeros = jnp.zeros(())
-        p = _base.Particle(x_T, x0_hat, zeros, jnp.zeros_like(x_T), zeros, zeros, zeros,
-                           previous_prediction(fk.prior, x0_hat))
+        p = _base.Particle(x_T, x0_hat, zeros, jnp.zeros_like(x_T), zeros, zeros, zeros, x0_hat)
         if adapted:  # h_N times the first step's weight, applied before its move: its predictive
             log_h = log_weight(p, times[0], times[1], 0, steps == 1)[0]
         else:
             mean, var, active = obs.factor_params(sched, times[0], 0)
             log_h = jnp.sum(jnp.where(active, _log_normal(obs.vt @ x_T.reshape(-1), mean, var), 0.0))
-        return p._replace(log_h=log_h)
+        return p._replace(log_h=log_h, x0_prev=None)  # run_smc sets x0_prev
 
     def move(rng_key, p, t, s, index, final):
         x_s = propose(rng_key, p, t, s, index, final)
         x0_hat = x_s if final else model.denoise(x_s, s)
-        new = p._replace(x=x_s, x0_hat=x0_hat, x0_prev=previous_prediction(fk.prior, p.x0_hat))
+        new = p._replace(x=x_s, x0_hat=x0_hat)
         if not adapted:
             log_pred, log_den = log_weight(p, t, s, index, final)
             incr = log_pred - log_den
@@ -184,7 +183,8 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
             incr = jnp.zeros(())
         else:  # the next step's weight (a function of x_s alone), so resampling precedes its move
             s_next = times[jnp.minimum(index + 2, steps)]
-            log_pred, log_den = log_weight(new, s, s_next, index + 1, index + 2 == steps)
+            # at x_s, whose previous prediction (run_smc sets it after the move) is x_t's
+            log_pred, log_den = log_weight(new._replace(x0_prev=p.x0_hat), s, s_next, index + 1, index + 2 == steps)
             incr = log_pred - log_den
         return new._replace(incr=incr)
 
@@ -224,8 +224,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         x0_hat = model.denoise(x_T, times[0])
         zeros = jnp.zeros(())
         before, pinned = log_h(x_T, x0_hat, times[0], 0)
-        return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros,
-                              previous_prediction(fk.prior, x0_hat))
+        return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros)
 
     def move(rng_key, p, t, s, index, final):
         mean, std = _prior_kernel(fk, p, t, s, index, final)
@@ -249,8 +248,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         x0_hat = x_s if final else model.denoise(x_s, s)
         before, pinned = log_h(x_s, x0_hat, s, index + 1)
         incr = before + pinned - p.aux + jnp.sum(log_pq)
-        return p._replace(x=x_s, x0_hat=x0_hat, log_h=before + pinned, aux=before, incr=incr,
-                          x0_prev=previous_prediction(fk.prior, p.x0_hat))
+        return p._replace(x=x_s, x0_hat=x0_hat, log_h=before + pinned, aux=before, incr=incr)
 
     return init_particle, move
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler, _check_positive_int
 from pp_diffusion.smc import _base
-from pp_diffusion.smc._twisted import chain_moves, previous_prediction, prior_kernel
+from pp_diffusion.smc._twisted import chain_moves, prior_kernel
 
 __all__ = ["svdd"]
 
@@ -42,8 +42,7 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
         values, x0s = jax.vmap(value)(children)
         logits = jnp.where(jnp.isnan(values), -jnp.inf, values) / temperature
         pick = jax.random.categorical(k_pick, logits)
-        return p._replace(x=children[pick], x0_hat=x0s[pick], log_h=values[pick], incr=jnp.zeros(()),
-                          x0_prev=previous_prediction(fk.prior, p.x0_hat))
+        return p._replace(x=children[pick], x0_hat=x0s[pick], log_h=values[pick], incr=jnp.zeros(()))
 
     return init_particle, move
 

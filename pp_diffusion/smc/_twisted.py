@@ -38,7 +38,7 @@ __all__ = ["bootstrap", "twisted", "fk_steering", "chain_moves"]
 def prior_kernel(prior, p: Particle, t, s, index):
     """Mean and std of the prior's DDIM(eta) kernel from the particle's (x, t) to s, step ``index``
     (:func:`pp_diffusion.integrators._ddim.kernel_moments`, with the prior's ``x0_var``; at ``order=2`` the
-    mean extrapolates from ``p.x0_prev``, made at the previous grid time), and k_t, the coefficient of
+    mean extrapolates from ``p.x0_prev``, made at the previous grid time and set by ``run_smc``), and k_t, the coefficient of
     the score in the first-order mean."""
     x0_pred = p.x0_hat
     if prior.order == 2:
@@ -46,11 +46,6 @@ def prior_kernel(prior, p: Particle, t, s, index):
         t_prev = prior.times[jnp.maximum(index - 1, 0)]  # = t at the first step: no extrapolation
         x0_pred = multistep_x0(p.x0_hat, p.x0_prev, lam(t_prev), lam(t), lam(s))
     return kernel_moments(prior.model.schedule, p.x, x0_pred, t, s, prior.eta, prior.x0_var)
-
-
-def previous_prediction(prior, x0_hat):
-    """What a particle carries as ``x0_prev``: its x0 prediction at order 2, else nothing."""
-    return x0_hat if prior.order == 2 else None
 
 
 def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.0,
@@ -72,7 +67,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     model, potential = fk.prior.model, fk.potential
     lg = fk.linear_gaussian if weighted else None
 
-    def evaluate(x, t, aux_prev, first, x0_prev=None):
+    def evaluate(x, t, aux_prev, first):
         alpha, sigma = model.schedule.alpha(t), model.schedule.sigma(t)
 
         def twist(y):
@@ -90,8 +85,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
             aux = value if first else aux_prev + value
         else:
             aux = value
-        x0_prev = previous_prediction(fk.prior, x0_hat if first else x0_prev)
-        return Particle(x, x0_hat, aux, grad, aux, jnp.zeros(()), jnp.zeros(()), x0_prev)
+        return Particle(x, x0_hat, aux, grad, aux, jnp.zeros(()), jnp.zeros(()))
 
     def init_particle(x_T):
         return evaluate(x_T, fk.prior.times[0], jnp.zeros(()), True)
@@ -101,20 +95,20 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
         if final and lg is not None:  # locally optimal Gaussian proposal (see the docstring); h_0 = G
             flat, log_norm = lg.condition(rng_key, mean_p.reshape(-1), fk.final_var(t))
             x_s = flat.reshape(p.x.shape)
-            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()), p.x0_prev)
+            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
             return new._replace(incr=log_norm - p.log_h)
         if final:  # into clean data: x_0 = xhat_0(x_t1), or N(xhat_0, Gamma_t1) with x0_var; h_0 = G
             x_s = mean_p
             if fk.prior.x0_var is not None:
                 x_s = mean_p + std * jax.random.normal(rng_key, p.x.shape, p.x.dtype)
-            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()), p.x0_prev)
+            new = Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), p.aux, p.log_w, jnp.zeros(()))
             log_q_ratio = 0.0
         else:
             shift = guidance_scale * (k if score_step else 1.0) * p.grad_log_h
             mean_q = mean_p + shift if guided else mean_p
             noise = jax.random.normal(rng_key, p.x.shape, p.x.dtype)
             x_s = mean_q + std * noise
-            new = evaluate(x_s, s, p.aux, False, p.x0_hat)._replace(log_w=p.log_w)
+            new = evaluate(x_s, s, p.aux, False)._replace(log_w=p.log_w)
             log_q_ratio = gaussian_log_ratio(noise, shift, std) if guided else 0.0
         incr = new.log_h - p.log_h + log_q_ratio if weighted else jnp.zeros(())
         return new._replace(incr=incr)
