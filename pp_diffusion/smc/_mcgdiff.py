@@ -33,11 +33,19 @@ the prior kernel and the next twist. Two twists (``twist=``):
   m = (V^T xhat_0(x_t))_i, g_t = a_t sigma_tau^2 / sigma_t^2, q_t = sigma_t^2 - a_t^2 sigma_tau^2 (at
   t = tau_i it is the pinned potential). Through xhat_0 it knows the prior, so particles reach the
   posterior's modes in the right proportions before the modes separate; with the forward twist the
-  weights must move them later, when only resampling can. The proposal is the kernel times the
-  twist at s with xhat_0 held at x_t's value (Gaussian, closed form); the weight
-  h_s(x_s) p(x_s | x_t) / (h_t(x_t) q(x_s | x_t)) uses xhat_0(x_s), the one network evaluation per
-  step either way. On the Gaussian-mixture benchmark (d = 8, dy = 1, 100 steps) it cuts the
-  distance to the exact posterior from ~3x to ~1.9x the exact-vs-exact floor.
+  weights must move them later, when only resampling can. The proposal is the kernel N(ubar, c^2)
+  of u = xbar_{s,i} times the twist at s with m linearised around the kernel mean,
+  m(u) = (V^T xhat_0(x_t))_i + kappa_s (u - ubar), kappa_s = alpha_s r_s^2 / sigma_s^2 (Gaussian,
+  closed form). kappa_s is the slope of the Tweedie estimate when Var[x_0 | x_s] = r_s^2, and
+  E[xhat_0(x_s) | x_t] = xhat_0(x_t) centres it, so for data N(0, v I) the linearisation is exact
+  and the proposal the locally optimal one. Holding m at x_t's value instead (kappa_s = 0) leaves
+  the observed coordinate unsteered where g_t is small: at high noise, and at every step for an
+  observation pinned at t = 0 (g_t = 0), where the weights alone then move the particles. The
+  weight h_s(x_s) p(x_s | x_t) / (h_t(x_t) q(x_s | x_t)) uses xhat_0(x_s), the one network
+  evaluation per step either way. On the Gaussian-mixture benchmark (d = 8, dy = 1, 100 steps) the
+  twist cuts the distance to the exact posterior from ~3x to ~1.9x the exact-vs-exact floor, and the
+  linearised proposal to ~1.4x (the scatter of the mode weights between runs falls from ~6.5x to
+  ~4x that of exact draws).
 
 Because the observation enters at tau_i there is no
 final reweighting by p(y | x_0) / g (the step that makes straightforward implementations' weights
@@ -197,9 +205,9 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
     sched, times = model.schedule, fk.prior.times
     vt = obs.vt
 
-    def twist(m0, t, index):
-        """(g, offset, var, active): the twist N(z; g u + offset, var) of every observed coordinate
-        u = (V^T x_t)_i at time t, given m0 = V^T xhat_0(x_t); ``active`` marks the coordinates not
+    def twist(t, index):
+        """(g, b, var, active): the twist N(z; g u + b m, var) of every observed coordinate
+        u = (V^T x_t)_i at time t, m = (V^T xhat_0(x_t))_i; ``active`` marks the coordinates not
         yet past their pin (the values of the others are not used)."""
         alpha_t, sigma_t = sched.alpha(t), sched.sigma(t)
         at_pin = index == obs.pin
@@ -207,17 +215,16 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         a = alpha_t / obs.alpha_tau
         q = jnp.maximum(sigma_t**2 - a**2 * obs.sigma_tau**2, 0.0)
         g = jnp.where(at_pin, 1.0, a * obs.sigma_tau**2 / safe_sigma2)
-        offset = obs.alpha_tau * m0 - g * alpha_t * m0
-        var = obs.sigma_tau**2 * q / safe_sigma2 + (obs.alpha_tau - g * alpha_t) ** 2 * fk.final_var(t) + obs.v_pin
-        offset = jnp.where(at_pin, 0.0, offset)
+        b = jnp.where(at_pin, 0.0, obs.alpha_tau - g * alpha_t)
+        var = obs.sigma_tau**2 * q / safe_sigma2 + b**2 * fk.final_var(t) + obs.v_pin
         var = jnp.where(at_pin, obs.v_pin, var)
-        return g, offset, var, index <= obs.pin
+        return g, b, var, index <= obs.pin
 
     def log_h(x, x0_hat, t, index):
         """(log twist of the coordinates before their pin, log potential of those pinned at ``index``):
         the first is divided out by the next step's weight, the second stays (it is a factor of G)."""
-        g, offset, var, _ = twist(vt @ x0_hat.reshape(-1), t, index)
-        log_n = _log_normal(obs.z, g * (vt @ x.reshape(-1)) + offset, var)
+        g, b, var, _ = twist(t, index)
+        log_n = _log_normal(obs.z, g * (vt @ x.reshape(-1)) + b * (vt @ x0_hat.reshape(-1)), var)
         return jnp.sum(jnp.where(index < obs.pin, log_n, 0.0)), jnp.sum(jnp.where(index == obs.pin, log_n, 0.0))
 
     def init_particle(x_T):
@@ -230,14 +237,19 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         mean, std = _prior_kernel(fk, p, t, s, index, final)
         k_prior, k_obs = jax.random.split(rng_key)
         x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
-        # observed coordinates: the kernel N(mbar, c^2) times the twist at s with xhat_0 frozen at x_t's,
-        # N(z; g u + offset, var), a Gaussian in u (precision form: g may be tiny at high noise)
+        # observed coordinates: the kernel N(mbar, c^2) times the twist at s with m linearised around mbar,
+        # m(u) = m_t + kappa_s (u - mbar): N(z; slope u + offset, var), a Gaussian in u (precision
+        # form: the slope may be tiny at high noise)
         mbar = vt @ mean
-        g, offset, var, active = twist(vt @ p.x0_hat.reshape(-1), s, index + 1)
+        g, b, var, active = twist(s, index + 1)
+        sigma_s = sched.sigma(s)
+        kappa = sched.alpha(s) * fk.final_var(s) / jnp.where(sigma_s > 0, sigma_s**2, 1.0)
+        slope = g + b * kappa
+        offset = b * (vt @ p.x0_hat.reshape(-1) - kappa * mbar)
         c2 = std**2
-        prec = 1.0 / c2 + g**2 / var
+        prec = 1.0 / c2 + slope**2 / var
         post_var = 1.0 / prec
-        post_mean = mbar + post_var * g * (obs.z - g * mbar - offset) / var
+        post_mean = mbar + post_var * slope * (obs.z - slope * mbar - offset) / var
         xi = jax.random.normal(k_obs, mbar.shape, mbar.dtype)
         u_s = post_mean + jnp.sqrt(post_var) * xi
         # log p(u_s | x_t) - log q(u_s), with u_s - mbar written without cancellation
