@@ -36,15 +36,16 @@ the prior kernel and the next twist. Two twists (``twist=``):
   weights must move them later, when only resampling can. The proposal is the kernel N(ubar, c^2)
   of u = xbar_{s,i} times the twist at s with m linearised around the kernel mean,
   m(u) = (V^T xhat_0(x_t))_i + kappa_s (u - ubar), kappa_s = alpha_s r_s^2 / sigma_s^2 (Gaussian,
-  closed form). kappa_s is the slope of the Tweedie estimate when Var[x_0 | x_s] = r_s^2, and
-  E[xhat_0(x_s) | x_t] = xhat_0(x_t) centres it, so for data N(0, v I) the linearisation is exact
-  and the proposal the locally optimal one. Holding m at x_t's value instead (kappa_s = 0) leaves
+  closed form). kappa_s is the slope of the Tweedie estimate when Var[x_0 | x_s] = r_s^2 (the twist's
+  own r_s^2), and E[xhat_0(x_s) | x_t] = xhat_0(x_t) centres it, so for data N(0, v I) the
+  linearisation is exact and the proposal the locally optimal one: with the exact kernel every
+  incremental weight is 1 (tests/test_x0_variance.py). Holding m at x_t's value instead (kappa_s = 0) leaves
   the observed coordinate unsteered where g_t is small: at high noise, and at every step for an
   observation pinned at t = 0 (g_t = 0), where the weights alone then move the particles. The
   weight h_s(x_s) p(x_s | x_t) / (h_t(x_t) q(x_s | x_t)) uses xhat_0(x_s), the one network
   evaluation per step either way. On the Gaussian-mixture benchmark (d = 8, dy = 1, 100 steps) the
   twist cuts the distance to the exact posterior from ~3x to ~1.9x the exact-vs-exact floor, and the
-  linearised proposal to ~1.4x (the scatter of the mode weights between runs falls from ~6.5x to
+  linearised proposal to ~1.5x (the scatter of the mode weights between runs falls from ~6.5x to
   ~4x that of exact draws).
 
 Because the observation enters at tau_i there is no
