@@ -19,15 +19,19 @@ GAUSS = ppd.GaussianMixture(np.ones(1), np.zeros((1, 2)), np.array([V]))
 MODEL = GAUSS.diffusion_model(ppd.schedules.ddpm_linear(), "eps")
 
 
+def exact_gamma(t):
+    """Var[x_0 | x_t] of the Gaussian data: V sigma_t^2 / (alpha_t^2 V + sigma_t^2)."""
+    alpha, sigma = MODEL.schedule.alpha(t), MODEL.schedule.sigma(t)
+    return V * sigma**2 / (alpha**2 * V + sigma**2)
+
+
 @pytest.fixture(scope="module")
 def x0_var():
     return ppd.denoising_variance(MODEL, jax.random.key(1), GAUSS.sample(jax.random.key(0), 20_000), num_times=50)
 
 
 def test_denoising_variance_is_the_posterior_variance_of_gaussian_data(x0_var):
-    t = x0_var.times[1:]
-    alpha, sigma = MODEL.schedule.alpha(t), MODEL.schedule.sigma(t)
-    exact = V * sigma**2 / (alpha**2 * V + sigma**2)
+    exact = exact_gamma(x0_var.times[1:])
     assert float(x0_var.values[0]) == 0.0
     np.testing.assert_allclose(np.asarray(x0_var.values[1:]), np.asarray(exact), rtol=0.05)
     # interpolation between grid times
@@ -134,8 +138,7 @@ def test_mcgdiff_proposal_is_locally_optimal_for_gaussian_data(sigma_y):
     (kappa_s = 0) ends at ESS ~ 0.3 (pinned mid-chain) and ~ 0.1 (pinned at t = 0) of the initial."""
     steps, A, y = 20, np.array([[1.0, 0.5]]), np.array([1.3])
     times = ppd.DiffusionPrior(MODEL, steps).times[::-1]
-    alpha, sigma = MODEL.schedule.alpha(times), MODEL.schedule.sigma(times)
-    exact = ppd.DenoisingVariance(times, V * sigma**2 / (alpha**2 * V + sigma**2))
+    exact = ppd.DenoisingVariance(times, exact_gamma(times))
     prior = ppd.DiffusionPrior(MODEL, steps, x0_var=exact)
 
     def program(y=None):

@@ -207,9 +207,10 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
     vt = obs.vt
 
     def twist(t, index):
-        """(g, b, var, active): the twist N(z; g u + b m, var) of every observed coordinate
-        u = (V^T x_t)_i at time t, m = (V^T xhat_0(x_t))_i; ``active`` marks the coordinates not
-        yet past their pin (the values of the others are not used)."""
+        """(g, b, var, kappa, active): the twist N(z; g u + b m, var) of every observed coordinate
+        u = (V^T x_t)_i at time t, m = (V^T xhat_0(x_t))_i, and kappa = alpha_t r_t^2 / sigma_t^2, the
+        slope of m in u that the proposal linearises with; ``active`` marks the coordinates not yet
+        past their pin (the values of the others are not used)."""
         alpha_t, sigma_t = sched.alpha(t), sched.sigma(t)
         at_pin = index == obs.pin
         safe_sigma2 = jnp.where(at_pin | (sigma_t <= 0), 1.0, sigma_t**2)
@@ -217,14 +218,15 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         q = jnp.maximum(sigma_t**2 - a**2 * obs.sigma_tau**2, 0.0)
         g = jnp.where(at_pin, 1.0, a * obs.sigma_tau**2 / safe_sigma2)
         b = jnp.where(at_pin, 0.0, obs.alpha_tau - g * alpha_t)
-        var = obs.sigma_tau**2 * q / safe_sigma2 + b**2 * fk.final_var(t) + obs.v_pin
+        r2 = fk.final_var(t)
+        var = obs.sigma_tau**2 * q / safe_sigma2 + b**2 * r2 + obs.v_pin
         var = jnp.where(at_pin, obs.v_pin, var)
-        return g, b, var, index <= obs.pin
+        return g, b, var, alpha_t * r2 / safe_sigma2, index <= obs.pin
 
     def log_h(x, x0_hat, t, index):
         """(log twist of the coordinates before their pin, log potential of those pinned at ``index``):
         the first is divided out by the next step's weight, the second stays (it is a factor of G)."""
-        g, b, var, _ = twist(t, index)
+        g, b, var, _, _ = twist(t, index)
         log_n = _log_normal(obs.z, g * (vt @ x.reshape(-1)) + b * (vt @ x0_hat.reshape(-1)), var)
         return jnp.sum(jnp.where(index < obs.pin, log_n, 0.0)), jnp.sum(jnp.where(index == obs.pin, log_n, 0.0))
 
@@ -242,9 +244,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         # m(u) = m_t + kappa_s (u - mbar): N(z; slope u + offset, var), a Gaussian in u (precision
         # form: the slope may be tiny at high noise)
         mbar = vt @ mean
-        g, b, var, active = twist(s, index + 1)
-        sigma_s = sched.sigma(s)
-        kappa = sched.alpha(s) * fk.final_var(s) / jnp.where(sigma_s > 0, sigma_s**2, 1.0)
+        g, b, var, kappa, active = twist(s, index + 1)
         slope = g + b * kappa
         offset = b * (vt @ p.x0_hat.reshape(-1) - kappa * mbar)
         c2 = std**2
