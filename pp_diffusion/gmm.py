@@ -109,6 +109,15 @@ class GaussianMixture(eqx.Module):
             return jax.vmap(jnp.diag)(self.eigvals)
         return jnp.einsum("kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs)
 
+    def covariance(self) -> np.ndarray:
+        """The mixture's ``(d, d)`` covariance Cov[x] = sum_k w_k (C_k + mu_k mu_k^T) - mu mu^T (float64),
+        e.g. the data covariance of :func:`pp_diffusion.smc.mcgdiff`."""
+        w = np.asarray(self.weights, dtype=np.float64)
+        mu = np.asarray(self.means, dtype=np.float64)
+        mean = w @ mu
+        within = np.einsum("k,kij->ij", w, np.asarray(self.covariances(), dtype=np.float64))
+        return within + (w[:, None] * mu).T @ mu - np.outer(mean, mean)
+
     def mean_variance(self) -> float:
         """The average per-coordinate variance of the mixture: trace(Cov[x]) / d."""
         w = np.asarray(self.weights, dtype=np.float64)

@@ -225,6 +225,16 @@ def test_sample_mean_and_covariance(kind, alpha, sigma):
     np.testing.assert_array_less(np.abs(prods.mean(0) - cov_t), 5 * se_cov)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_covariance_is_the_law_of_total_variance_and_the_mean_variance_its_trace(kind):
+    gm, w, mu, cov = _make(kind)
+    m = w @ mu
+    within = np.einsum("k,kij->ij", w, cov)
+    between = np.einsum("k,ki,kj->ij", w, mu - m, mu - m)
+    np.testing.assert_allclose(gm.covariance(), within + between, rtol=1e-5, atol=1e-6)
+    assert np.trace(gm.covariance()) / 3 == pytest.approx(gm.mean_variance(), rel=1e-6)
+
+
 def test_full_covariance_sampling_in_batches_is_the_per_draw_rotation():
     """d = 300: draws are rotated in batches of 4e6 // d^2 = 44 (a remainder batch included); each
     must equal mu_k + Q_k (std_k * z) computed draw by draw from the same component and noise."""

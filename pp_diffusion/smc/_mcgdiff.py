@@ -66,6 +66,7 @@ import blackjax.smc.resampling as resampling_lib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from pp_diffusion.program import FeynmanKacModel, feynman_kac
 from pp_diffusion.samplers import Sampler, SamplerOutput
@@ -84,7 +85,7 @@ def _log_normal(x, mean, var):
 class _Observation:
     """The eager, NumPy part: SVD coordinates, pinning times and constants."""
 
-    def __init__(self, fk: FeynmanKacModel, kappa: float):
+    def __init__(self, fk: FeynmanKacModel, kappa: float, data_cov=None):
         lg = fk.linear_gaussian
         if lg is None:
             raise ValueError(
@@ -115,6 +116,16 @@ class _Observation:
         # the observation enters through jnp (it is an argument of infer's compiled run)
         self.z = jnp.asarray(a_tau, jnp.float32) * (lg.u.T @ lg.y_white) / lg.s
         self.vt = lg.vt
+        self.cov_vecs = None
+        if data_cov is not None:  # (eigenvalues, eigenvectors) of the data covariance
+            d = int(np.prod(fk.prior.model.event_shape))
+            values, vectors = data_cov
+            if vectors.shape != (d, d):
+                raise ValueError(f"data_cov must be a ({d}, {d}) matrix for this prior's {d} coordinates, "
+                                 f"got shape {vectors.shape}")
+            self.cov_values = jnp.asarray(values, jnp.float32)
+            self.cov_vecs = jnp.asarray(vectors, jnp.float32)
+            self.vt_vecs = jnp.asarray(np.asarray(lg.vt, np.float64) @ vectors, jnp.float32)
         self.log_z_correction = float(np.sum(np.log(a_tau)) - np.sum(np.log(s)) - 0.5 * float(lg.log_det_noise))
 
     def twist_params(self, sched, t):
@@ -122,6 +133,11 @@ class _Observation:
         a = sched.alpha(t) / self.alpha_tau
         var = sched.sigma(t) ** 2 - a**2 * self.sigma_tau**2 + a**2 * self.v_pin
         return a * self.z, jnp.maximum(var, 0.0)
+
+    def rows_times_gamma(self, alpha, sigma):
+        """V^T Gamma_t (dy, d) for the Gaussian surrogate of the data, Gamma_t = Sigma sigma^2 (alpha^2 Sigma + sigma^2 I)^-1."""
+        gamma = self.cov_values * sigma**2 / (alpha**2 * self.cov_values + sigma**2)
+        return (self.vt_vecs * gamma) @ self.cov_vecs.T
 
     def factor_params(self, sched, t, index):
         """(mean, var, active) of H_index: twist before the pin, potential at it, nothing after."""
@@ -200,17 +216,30 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
     return init_particle, move
 
 
+def _masked_log_normal(r, cov, mask):
+    """log N(r; 0, cov) of the coordinates in ``mask`` (the others dropped)."""
+    keep = mask[:, None] & mask[None, :]
+    cov = jnp.where(keep, cov, jnp.eye(r.shape[0], dtype=cov.dtype))
+    chol = jnp.linalg.cholesky(cov)
+    w = jax.scipy.linalg.solve_triangular(chol, jnp.where(mask, r, 0.0), lower=True)
+    return -0.5 * jnp.sum(w**2) - jnp.sum(jnp.where(mask, jnp.log(jnp.diag(chol)), 0.0)) - 0.5 * jnp.sum(mask) * _LOG_2PI
+
+
 def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
-    """Moves with the Tweedie-informed twist (``twist="tweedie"``; see :func:`mcgdiff`)."""
+    """Moves with the Tweedie-informed twist (``twist="tweedie"``; see :func:`mcgdiff`): per observed
+    coordinate with r_t^2 I, jointly with the Gaussian surrogate Gamma_t when ``obs`` has a data covariance."""
     model = fk.prior.model
     sched, times = model.schedule, fk.prior.times
     vt = obs.vt
+    joint = obs.cov_vecs is not None
 
     def twist(t, index):
-        """(g, b, var, kappa, active): the twist N(z; g u + b m, var) of every observed coordinate
-        u = (V^T x_t)_i at time t, m = (V^T xhat_0(x_t))_i, and kappa = alpha_t r_t^2 / sigma_t^2, the
+        """(g, b, var, kappa, active) of the twist N(z; g u + b m, var) of every observed coordinate
+        u = (V^T x_t)_i at time t, m = (V^T xhat_0(x_t))_i, where kappa = alpha_t r_t^2 / sigma_t^2 is the
         slope of m in u that the proposal linearises with; ``active`` marks the coordinates not yet
-        past their pin (the values of the others are not used)."""
+        past their pin (the values of the others are not used). With a data covariance, ``var`` is
+        the (dy, dy) covariance diag(q) + b b^T * (V Gamma_t V^T) and ``kappa`` the (dy, d) slope
+        alpha_t V Gamma_t / sigma_t^2 of m in x_t."""
         alpha_t, sigma_t = sched.alpha(t), sched.sigma(t)
         at_pin = index == obs.pin
         safe_sigma2 = jnp.where(at_pin | (sigma_t <= 0), 1.0, sigma_t**2)
@@ -218,6 +247,12 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         q = jnp.maximum(sigma_t**2 - a**2 * obs.sigma_tau**2, 0.0)
         g = jnp.where(at_pin, 1.0, a * obs.sigma_tau**2 / safe_sigma2)
         b = jnp.where(at_pin, 0.0, obs.alpha_tau - g * alpha_t)
+        if joint:
+            v_gamma = obs.rows_times_gamma(alpha_t, sigma_t)
+            noise = jnp.where(at_pin, obs.v_pin, obs.sigma_tau**2 * q / safe_sigma2 + obs.v_pin)
+            var = jnp.diag(noise) + b[:, None] * (v_gamma @ vt.T) * b[None, :]
+            kappa = alpha_t * v_gamma / jnp.where(sigma_t <= 0, 1.0, sigma_t**2)
+            return g, b, var, kappa, index <= obs.pin
         r2 = fk.final_var(t)
         var = obs.sigma_tau**2 * q / safe_sigma2 + b**2 * r2 + obs.v_pin
         var = jnp.where(at_pin, obs.v_pin, var)
@@ -227,8 +262,52 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         """(log twist of the coordinates before their pin, log potential of those pinned at ``index``):
         the first is divided out by the next step's weight, the second stays (it is a factor of G)."""
         g, b, var, _, _ = twist(t, index)
-        log_n = _log_normal(obs.z, g * (vt @ x.reshape(-1)) + b * (vt @ x0_hat.reshape(-1)), var)
-        return jnp.sum(jnp.where(index < obs.pin, log_n, 0.0)), jnp.sum(jnp.where(index == obs.pin, log_n, 0.0))
+        mean = g * (vt @ x.reshape(-1)) + b * (vt @ x0_hat.reshape(-1))
+        before, at_pin = index < obs.pin, index == obs.pin
+        if joint:  # b = 0 at the pin: the pinned coordinates are independent of the others
+            return _masked_log_normal(obs.z - mean, var, before), _masked_log_normal(obs.z - mean, var, at_pin)
+        log_n = _log_normal(obs.z, mean, var)
+        return jnp.sum(jnp.where(before, log_n, 0.0)), jnp.sum(jnp.where(at_pin, log_n, 0.0))
+
+    def propose(rng_key, p, mean, std, s, index):
+        """x_s from the kernel N(mean, std^2 I) times the twist at s with m linearised around the kernel
+        mean, m(x_s) = m_t + kappa_s (x_s - mean); returns x_s and log p(x_s | x_t) - log q(x_s)."""
+        k_prior, k_obs = jax.random.split(rng_key)
+        x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
+        g, b, var, kappa, active = twist(s, index + 1)
+        m_t = vt @ p.x0_hat.reshape(-1)
+        c2 = std**2
+        if joint:
+            # the twist is linear-Gaussian in x_s, N(z; H x_s + offset, var): a Kalman update, sampled by
+            # Matheron's rule (prior draw, observation-noise draw, gain times the residual)
+            h = g[:, None] * vt + b[:, None] * kappa
+            offset = b * (m_t - kappa @ mean)
+            keep = active[:, None] & active[None, :]
+            eye = jnp.eye(var.shape[0], dtype=var.dtype)
+            var = jnp.where(keep, var, eye)
+            h = jnp.where(active[:, None], h, 0.0)
+            pred_var = c2 * h @ h.T + var
+            noise = jnp.linalg.cholesky(var) @ jax.random.normal(k_obs, offset.shape, offset.dtype)
+            residual = jnp.where(active, obs.z - h @ x_s - offset - noise, 0.0)
+            x_s = x_s + c2 * h.T @ jnp.linalg.solve(pred_var, residual)
+            # p(x_s | x_t) h_lin(x_s) = q(x_s) N(z; H mean + offset, pred_var)
+            log_pq = (_masked_log_normal(obs.z - h @ mean - offset, pred_var, active)
+                      - _masked_log_normal(obs.z - h @ x_s - offset, var, active))
+            return x_s, log_pq
+        # per coordinate: N(mbar, c^2) times N(z; slope u + offset, var) (precision form: the slope
+        # may be tiny at high noise)
+        mbar = vt @ mean
+        slope = g + b * kappa
+        offset = b * (m_t - kappa * mbar)
+        prec = 1.0 / c2 + slope**2 / var
+        post_var = 1.0 / prec
+        post_mean = mbar + post_var * slope * (obs.z - slope * mbar - offset) / var
+        xi = jax.random.normal(k_obs, mbar.shape, mbar.dtype)
+        u_s = post_mean + jnp.sqrt(post_var) * xi
+        # log p(u_s | x_t) - log q(u_s), with u_s - mbar written without cancellation
+        dev = (post_mean - mbar) + jnp.sqrt(post_var) * xi
+        log_pq = jnp.where(active, -0.5 * (dev**2 / c2 - xi**2) - 0.5 * jnp.log(c2 / post_var), 0.0)
+        return x_s + vt.T @ jnp.where(active, u_s - vt @ x_s, 0.0), jnp.sum(log_pq)
 
     def init_particle(x_T):
         x0_hat = model.denoise(x_T, times[0])
@@ -238,36 +317,37 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
 
     def move(rng_key, p, t, s, index, final):
         mean, std = _prior_kernel(fk, p, t, s, index, final)
-        k_prior, k_obs = jax.random.split(rng_key)
-        x_s = mean + std * jax.random.normal(k_prior, mean.shape, mean.dtype)
-        # observed coordinates: the kernel N(mbar, c^2) times the twist at s with m linearised around mbar,
-        # m(u) = m_t + kappa_s (u - mbar): N(z; slope u + offset, var), a Gaussian in u (precision
-        # form: the slope may be tiny at high noise)
-        mbar = vt @ mean
-        g, b, var, kappa, active = twist(s, index + 1)
-        slope = g + b * kappa
-        offset = b * (vt @ p.x0_hat.reshape(-1) - kappa * mbar)
-        c2 = std**2
-        prec = 1.0 / c2 + slope**2 / var
-        post_var = 1.0 / prec
-        post_mean = mbar + post_var * slope * (obs.z - slope * mbar - offset) / var
-        xi = jax.random.normal(k_obs, mbar.shape, mbar.dtype)
-        u_s = post_mean + jnp.sqrt(post_var) * xi
-        # log p(u_s | x_t) - log q(u_s), with u_s - mbar written without cancellation
-        dev = (post_mean - mbar) + jnp.sqrt(post_var) * xi
-        log_pq = jnp.where(active, -0.5 * (dev**2 / c2 - xi**2) - 0.5 * jnp.log(c2 / post_var), 0.0)
-        x_s = x_s + vt.T @ jnp.where(active, u_s - vt @ x_s, 0.0)
+        x_s, log_pq = propose(rng_key, p, mean, std, s, index)
         x_s = x_s.reshape(p.x.shape)
         x0_hat = x_s if final else model.denoise(x_s, s)
         before, pinned = log_h(x_s, x0_hat, s, index + 1)
-        incr = before + pinned - p.aux + jnp.sum(log_pq)
+        incr = before + pinned - p.aux + log_pq
         return p._replace(x=x_s, x0_hat=x0_hat, log_h=before + pinned, aux=before, incr=incr)
 
     return init_particle, move
 
 
+def _data_cov_eig(data_cov, twist):
+    """(eigenvalues, eigenvectors) of a checked data covariance."""
+    if twist != "tweedie":
+        raise ValueError("data_cov is used by the tweedie twist only; got twist='forward'")
+    cov = np.asarray(data_cov, dtype=np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"data_cov must be a square (d, d) matrix, got shape {cov.shape}")
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("data_cov has non-finite entries")
+    scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
+    if not np.allclose(cov, cov.T, rtol=0.0, atol=1e-6 * scale):
+        raise ValueError("data_cov must be symmetric")
+    values, vectors = np.linalg.eigh(0.5 * (cov + cov.T))
+    if values.min() < -1e-6 * scale:
+        raise ValueError(f"data_cov must be positive semi-definite, got eigenvalue {values.min():.3g}")
+    return np.maximum(values, 0.0), vectors
+
+
 def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Callable = resampling_lib.systematic,
-            ess_threshold: float = 0.5, adapted: bool = False, twist: str = "tweedie") -> Sampler:
+            ess_threshold: float = 0.5, adapted: bool = False, twist: str = "tweedie",
+            data_cov: ArrayLike | None = None) -> Sampler:
     """MCGdiff for programs whose observations are linear-Gaussian in the diffusion site.
 
     ``twist``: ``"tweedie"`` (default) or the paper's ``"forward"`` (see the module docstring).
@@ -278,6 +358,14 @@ def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Calla
     adapted auxiliary particle filter) applies it one step early and the resampling it triggers
     precedes the move it concerns; same target and evidence estimate. ``kappa``: a floor on the
     pinned potential's variance, relative to the observation's (module docstring).
+
+    ``data_cov``: the data's (d, d) covariance Sigma (e.g. of the training set), for the Tweedie
+    twist's Var[x_0 | x_t]: the Gaussian surrogate Gamma_t = Sigma sigma_t^2 (alpha_t^2 Sigma +
+    sigma_t^2 I)^(-1) in place of r_t^2 I. The twist then couples the observed coordinates through
+    V^T Gamma_t V, and the proposal's linearisation m(x_s) = m_t + alpha_s V^T Gamma_s (x_s - mean) /
+    sigma_s^2 moves every coordinate, the free ones too, along the data's correlations with the
+    observed ones (a Kalman update of the kernel draw; still derivative-free, one network evaluation
+    per step). Exact for Gaussian data; costs an eigendecomposition of Sigma once and O(dy d^2) per step.
     """
     if twist not in ("forward", "tweedie"):
         raise ValueError(f"twist must be 'tweedie' or 'forward', got {twist!r}")
@@ -286,16 +374,18 @@ def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Calla
                          "the proposed x_s, so it cannot be applied before the move")
     if not float(kappa) >= 0:
         raise ValueError(f"kappa must be non-negative, got {kappa!r}")
+    cov_eig = None if data_cov is None else _data_cov_eig(data_cov, twist)
     base = _base.fk_sampler(
         "mcgdiff", None, num_particles=num_particles, nfe_per_step=1, vjp_per_step=0,
         resampling=resampling, ess_threshold=ess_threshold,
-        extra_settings={"kappa": float(kappa), "adapted": bool(adapted), "twist": twist},
+        extra_settings={"kappa": float(kappa), "adapted": bool(adapted), "twist": twist,
+                        "data_cov": "none" if data_cov is None else "given"},
     )
 
     def setup(program, info, data):
         fk = feynman_kac(program, info, data)
         with jax.ensure_compile_time_eval():  # the NumPy part, concrete under infer's jit
-            return fk, _Observation(fk, kappa)
+            return fk, _Observation(fk, kappa, cov_eig)
 
     def run(rng_key, context) -> SamplerOutput:
         fk, obs = context
