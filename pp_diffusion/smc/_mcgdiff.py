@@ -48,6 +48,14 @@ the prior kernel and the next twist. Two twists (``twist=``):
   linearised proposal to ~1.5x (the scatter of the mode weights between runs falls from ~6.5x to
   ~4x that of exact draws).
 
+  With ``data_cov=Sigma`` the isotropic r_t^2 I becomes the Gaussian surrogate
+  Gamma_t = Sigma sigma_t^2 (alpha_t^2 Sigma + sigma_t^2 I)^-1 (exact for data N(mu, Sigma)): the
+  twists of the observed coordinates share the x_0 uncertainty, a joint Gaussian with covariance
+  diag(q-terms + v_i) + diag(b) V^T Gamma_t V diag(b), and the linearisation slope becomes the matrix
+  alpha_s V^T Gamma_s / sigma_s^2, so the proposal, a Kalman update of the kernel draw, also moves the
+  free coordinates along their data correlation with the observed ones. On the mixture benchmark (the
+  mixture's covariance estimated from prior draws) it cuts the distance to ~1.2x the floor.
+
 Because the observation enters at tau_i there is no
 final reweighting by p(y | x_0) / g (the step that makes straightforward implementations' weights
 heavy and their evidence estimates low). An observation finer than the grid's last noise level
