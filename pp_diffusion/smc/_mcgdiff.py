@@ -54,7 +54,8 @@ the prior kernel and the next twist. Two twists (``twist=``):
   diag(q-terms + v_i) + diag(b) V^T Gamma_t V diag(b), and the linearisation slope becomes the matrix
   alpha_s V^T Gamma_s / sigma_s^2, so the proposal, a Kalman update of the kernel draw, also moves the
   free coordinates along their data correlation with the observed ones. On the mixture benchmark (the
-  mixture's covariance estimated from prior draws) it cuts the distance to ~1.2x the floor.
+  mixture's covariance estimated from prior draws) the distance falls from ~1.5x to ~1.3x the floor
+  (replicated), the level of the exact twist on the same chain; on the digits it gains up to 1 dB.
 
 Because the observation enters at tau_i there is no
 final reweighting by p(y | x_0) / g (the step that makes straightforward implementations' weights
