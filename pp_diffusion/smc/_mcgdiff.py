@@ -247,8 +247,8 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         u = (V^T x_t)_i at time t, m = (V^T xhat_0(x_t))_i, where kappa = alpha_t r_t^2 / sigma_t^2 is the
         slope of m in u that the proposal linearises with; ``active`` marks the coordinates not yet
         past their pin (the values of the others are not used). With a data covariance, ``var`` is
-        the (dy, dy) covariance diag(q) + b b^T * (V Gamma_t V^T) and ``kappa`` the (dy, d) slope
-        alpha_t V Gamma_t / sigma_t^2 of m in x_t."""
+        the (dy, dy) covariance diag(noise) + b b^T * (V^T Gamma_t V) and ``kappa`` the (dy, d) slope
+        alpha_t V^T Gamma_t / sigma_t^2 of m in x_t."""
         alpha_t, sigma_t = sched.alpha(t), sched.sigma(t)
         at_pin = index == obs.pin
         safe_sigma2 = jnp.where(at_pin | (sigma_t <= 0), 1.0, sigma_t**2)
