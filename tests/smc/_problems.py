@@ -10,9 +10,10 @@ import pp_diffusion as ppd
 GMM = ppd.GaussianMixture(np.ones(3), np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), np.array([0.3, 0.5, 0.4]))
 
 
-def dense_program(A, sigma: float, steps: int = 100):
-    """x ~ DiffusionPrior(GMM's exact eps model, steps); y ~ Normal(A x, sigma)."""
-    prior = ppd.DiffusionPrior(GMM.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=steps)
+def dense_program(A, sigma, steps: int = 100, model=None):
+    """x ~ DiffusionPrior(model, steps); y ~ Normal(A x, sigma). ``model``: GMM's exact eps model by default."""
+    model = GMM.diffusion_model(ppd.schedules.ddpm_linear(), "eps") if model is None else model
+    prior = ppd.DiffusionPrior(model, steps=steps)
     op = ppd.operators.Dense(A)
 
     def program(y=None):
@@ -20,3 +21,12 @@ def dense_program(A, sigma: float, steps: int = 100):
         numpyro.sample("y", dist.Normal(op(x), sigma), obs=y)
 
     return program
+
+
+def moments(mixture):
+    """(mean, per-coordinate variance) of a Gaussian mixture, in float64."""
+    w = np.asarray(mixture.weights, np.float64)
+    mu = np.asarray(mixture.means, np.float64)
+    var = np.diagonal(np.asarray(mixture.covariances(), np.float64), axis1=1, axis2=2)
+    mean = w @ mu
+    return mean, w @ (var + mu**2) - mean**2

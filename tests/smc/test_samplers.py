@@ -30,7 +30,7 @@ import pp_diffusion as ppd
 from pp_diffusion.smc._base import fk_sampler
 from pp_diffusion.smc._twisted import chain_moves
 
-from ._problems import GMM, dense_program
+from ._problems import GMM, dense_program, moments
 
 # ---------------------------------------------------------------------------- the main problem
 
@@ -41,15 +41,7 @@ POST = GMM.posterior(A, Y, SIGMA**2)
 LOGZ = GMM.log_evidence(A, Y, SIGMA**2)
 
 
-def _moments(mixture):
-    w = np.asarray(mixture.weights, np.float64)
-    mu = np.asarray(mixture.means, np.float64)
-    var = np.diagonal(np.asarray(mixture.covariances(), np.float64), axis1=1, axis2=2)
-    mean = w @ mu
-    return mean, w @ (var + mu**2) - mean**2
-
-
-POST_MEAN, POST_VAR = _moments(POST)
+POST_MEAN, POST_VAR = moments(POST)
 
 
 @functools.cache
@@ -170,7 +162,7 @@ def test_mcgdiff_with_free_coordinates_and_unequal_noise():
     a = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.5]])
     sigma = np.array([0.4, 0.6])
     y = np.array([0.5, 0.8])
-    mean, var = _moments(gmm.posterior(a, y, sigma**2))
+    mean, var = moments(gmm.posterior(a, y, sigma**2))
     prior = ppd.DiffusionPrior(gmm.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=1000)
 
     def program(y=None):
@@ -330,7 +322,7 @@ def test_dps_is_biased_where_smc_is_not():
     wide mode 0.36-0.39 (DPS) vs 0.26-0.29 (twisted) vs exact 0.289; Var[x_1] 0.030 (DPS) vs
     0.053 (twisted) vs exact 0.058."""
     post = BIMODAL.posterior(A_BI, Y_BI, SIGMA_BI**2)
-    mean, var = _moments(post)
+    mean, var = moments(post)
     w = np.asarray(post.weights, np.float64)
     mu = np.asarray(post.means, np.float64)
     sd = np.sqrt(np.diagonal(np.asarray(post.covariances(), np.float64), axis1=1, axis2=2))
