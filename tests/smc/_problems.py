@@ -9,6 +9,14 @@ import pp_diffusion as ppd
 
 GMM = ppd.GaussianMixture(np.ones(3), np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]]), np.array([0.3, 0.5, 0.4]))
 
+# d = 3 with two observations of unequal noise through a non-diagonal A: MCGdiff pins the two observed
+# SVD directions at different times and leaves the third free
+FREE_GMM = ppd.GaussianMixture([1.0, 2.0, 1.5], np.array([[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0], [0.0, -2.0, 0.0]]),
+                               np.array([0.4, 0.6, 0.5]))
+FREE_A = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.5]])
+FREE_NOISE = np.array([0.4, 0.6])
+FREE_Y = np.array([0.5, 0.8])
+
 
 def dense_program(A, sigma, steps: int = 100, model=None):
     """x ~ DiffusionPrior(model, steps); y ~ Normal(A x, sigma). ``model``: GMM's exact eps model by default."""

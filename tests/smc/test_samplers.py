@@ -30,7 +30,7 @@ import pp_diffusion as ppd
 from pp_diffusion.smc._base import fk_sampler
 from pp_diffusion.smc._twisted import chain_moves
 
-from ._problems import GMM, dense_program, moments
+from ._problems import FREE_A, FREE_GMM, FREE_NOISE, FREE_Y, GMM, dense_program, moments
 
 # ---------------------------------------------------------------------------- the main problem
 
@@ -157,11 +157,7 @@ def test_mcgdiff_with_free_coordinates_and_unequal_noise():
     and leaves the third free. 1000 steps (see ACCURACY). Measured over 4 seeds (4 chains):
     |mean err| <= 0.025, variance ratios 0.85-1.07 (the chain-level reference, bootstrap on the same
     problem: 0.89-1.03)."""
-    gmm = ppd.GaussianMixture([1.0, 2.0, 1.5], np.array([[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0], [0.0, -2.0, 0.0]]),
-                              np.array([0.4, 0.6, 0.5]))
-    a = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.5]])
-    sigma = np.array([0.4, 0.6])
-    y = np.array([0.5, 0.8])
+    gmm, a, sigma, y = FREE_GMM, FREE_A, FREE_NOISE, FREE_Y
     mean, var = moments(gmm.posterior(a, y, sigma**2))
     prior = ppd.DiffusionPrior(gmm.diffusion_model(ppd.schedules.ddpm_linear(), "eps"), steps=1000)
 
