@@ -79,7 +79,7 @@ def tasks(seed: int) -> dict[str, Task]:
 def samplers(particles: int, data_cov=None) -> dict[str, ppd.Sampler]:
     """``data_cov``: the training split's pixel covariance, for MCGdiff's Gaussian-surrogate twist."""
     return {
-        "dps": ppd.guidance.dps(1.0, num_samples=particles),
+        "dps": ppd.guidance.dps(particles, scale=1.0, normalize=False),
         "twisted": ppd.smc.twisted(particles),
         "fk_steering": ppd.smc.fk_steering(particles),
         "mcgdiff": ppd.smc.mcgdiff(particles),

@@ -114,7 +114,7 @@ def samplers(n):
     import pp_diffusion as ppd
 
     return [
-        ("dps(1.0)", "dps", ppd.guidance.dps(1.0, n)),
+        ("dps(1.0)", "dps", ppd.guidance.dps(n, scale=1.0, normalize=False)),
         ("bootstrap", "bootstrap", ppd.smc.bootstrap(n)),
         ("twisted", "twisted", ppd.smc.twisted(n)),
         ("fk_steering(max)", "fk_steering", ppd.smc.fk_steering(n)),
@@ -878,7 +878,7 @@ def main(argv=None):
     if args.order == 2:
         print("    --order 2: every chain is second order, DiffusionPrior(model, steps, order=2) (the SDE-DPM-Solver++(2M)")
         print("    mean: xhat_0 extrapolated through the previous step's prediction; same variance and cost).")
-    print(f"    Samplers, N = {args.particles}: guidance.dps(1.0, N), smc.bootstrap(N), smc.twisted(N), smc.fk_steering(N)")
+    print(f"    Samplers, N = {args.particles}: guidance.dps(N, normalize=False), smc.bootstrap(N), smc.twisted(N), smc.fk_steering(N)")
     print("    (potential 'max', resampling every 5 steps), smc.svdd(N, 10) (temperature 1), smc.mcgdiff(N) (resampling")
     print("    when ESS < N/2; its default tweedie twist), smc.mcgdiff(N, twist='forward') (the paper's twist),")
     print("    smc.mcgdiff(N, twist='forward', ess_threshold=1.0, adapted=True) (the paper's fully adapted Algorithm 1,")

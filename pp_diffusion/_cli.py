@@ -206,7 +206,7 @@ def _sampler(name: str, particles: int):
     import pp_diffusion as ppd
 
     if name == "dps":
-        return ppd.guidance.dps(1.0, num_samples=particles)
+        return ppd.guidance.dps(particles)
     return getattr(ppd.smc, name)(particles)
 
 

@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import collections
-import hashlib
+import json
+import numbers
 import warnings
 
 import jax
 import numpy as np
 import xarray as xr
 
-from pp_diffusion import _progress
+from pp_diffusion import _fingerprint, _progress
 from pp_diffusion.diagnostics import to_datatree
-from pp_diffusion.program import inspect_program
+from pp_diffusion.program import inspect_program, site_twists
 from pp_diffusion.samplers import Sampler
 
 __all__ = ["infer"]
 
-_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_CACHE: "collections.OrderedDict[tuple, list]" = collections.OrderedDict()
 _CACHE_SIZE = 16
 
 
-def _fingerprint(value):
-    try:
-        arr = np.asarray(value)
-    except Exception:  # not array-like: identity
-        return ("id", id(value))
-    if arr.dtype == object:
-        return ("id", id(value))
-    return (arr.shape, str(arr.dtype), hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest())
+def _as_arrays(data: dict) -> dict:
+    """Lists and tuples of numbers as NumPy arrays (a program that indexes or reshapes its data expects
+    arrays); everything else as given."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, (list, tuple)):
+            arr = np.asarray(v) if v else None
+            if arr is not None and arr.dtype.kind in "biuf":
+                v = arr
+        out[k] = v
+    return out
 
 
 _TRACE_ERRORS = (
@@ -45,23 +49,24 @@ def _compiled_run(program, sampler, info, data, *, progress: bool = False, trace
 
     The observed values passed as keyword arguments (``info.observed_args``) are arguments of the
     compiled function, so only their shapes and dtypes key the cache: a new observation reuses the
-    compilation. Every other keyword argument is fingerprinted (a new value compiles anew), and so
-    is everything the sampler reads off the program's structure. With ``traced_observations=False``
-    the observations are constants of the compilation too (the fallback for programs that need their
+    compilation. The program, the sampler and every other keyword argument key it by value
+    (:mod:`pp_diffusion._fingerprint`): a new but equal sampler reuses the compilation, and a program
+    whose closure, globals or sites changed compiles anew. With ``traced_observations=False`` the
+    observations are constants of the compilation too (the fallback for programs that need their
     concrete values). ``progress`` compiles in the progress bar's host callbacks.
     """
     obs_keys = info.observed_args if traced_observations else ()
     static = {k: v for k, v in data.items() if k not in obs_keys}
     args = {k: data[k] for k in obs_keys}
-    key = (id(program), id(sampler), traced_observations, progress,
-           tuple(sorted((k, _fingerprint(v)) for k, v in static.items())),
-           tuple(sorted((k, np.shape(v), str(np.asarray(v).dtype)) for k, v in args.items())))
+    program_digest, program_refs = _fingerprint.of_program(program, info._replace(observed_args=obs_keys), data)
+    sampler_digest, sampler_refs = _fingerprint.of_value(sampler)
+    key = (program_digest, sampler_digest, traced_observations, progress)
     hit = _CACHE.get(key)
-    if hit is not None and hit[0] is program and hit[1] is sampler:
+    if hit is not None:
         _CACHE.move_to_end(key)
-        if hit[2] is None:  # this program needs concrete observations (see infer)
+        if hit[0] is None:  # this program needs concrete observations (see infer)
             return _compiled_run(program, sampler, info, data, progress=progress, traced_observations=False)
-        return hit[2], args
+        return hit[0], args
 
     if traced_observations:
         def run_all(keys, args):
@@ -74,10 +79,60 @@ def _compiled_run(program, sampler, info, data, *, progress: bool = False, trace
             return jax.vmap(lambda k: sampler.run(k, context))(keys)
 
     compiled = jax.jit(run_all)
-    _CACHE[key] = (program, sampler, compiled)  # strong references keep the ids valid
+    # the references keep every object fingerprinted by identity alive, so that its id stays its own
+    _CACHE[key] = [compiled, program, sampler, program_refs, sampler_refs]
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return compiled, args
+
+
+def _warn(sampler, info, run_stats) -> None:
+    """The warnings of a run: degenerate chains, collapsed ESS, and sites that are non-finite everywhere."""
+    stats = {k: np.asarray(v) for k, v in run_stats.items()}
+    sites = list(info.observed)
+    dead = []
+    if "site_nonfinite" in stats and sites:
+        num = stats["final_log_weights"].shape[-1] if "final_log_weights" in stats else None
+        counts = stats["site_nonfinite"].reshape(-1, len(sites))
+        dead = [name for i, name in enumerate(sites) if num is not None and np.any(counts[:, i] >= num)]
+        some = [name for i, name in enumerate(sites) if name not in dead and np.any(counts[:, i] > 0)]
+        if some:
+            warnings.warn(
+                f"{sampler.name}: the log-probability of site(s) {some} is NaN or infinite at some final particles "
+                "(sample_stats.site_nonfinite counts them per chain); those particles get weight zero",
+                RuntimeWarning, stacklevel=3,
+            )
+    if "degenerate" in stats and np.any(stats["degenerate"]):
+        bad = np.flatnonzero(stats["degenerate"]).tolist()
+        named = f"; site(s) {dead} are NaN or -inf at every particle" if dead else ""
+        warnings.warn(
+            f"{sampler.name}: chains {bad} degenerated (all weights zero, a non-finite evidence, or "
+            f"non-finite draws){named}; their draws are NaN and sample_stats.degenerate is True",
+            RuntimeWarning, stacklevel=3,
+        )
+    elif dead:
+        warnings.warn(f"{sampler.name}: site(s) {dead} are NaN or -inf at every final particle of some chain",
+                      RuntimeWarning, stacklevel=3)
+    if "low_ess" in stats and np.any(stats["low_ess"]):
+        low = np.flatnonzero(stats["low_ess"]).tolist()
+        ess = stats["min_ess"].reshape(-1)[low]
+        warnings.warn(
+            f"{sampler.name}: the effective sample size of chains {low} fell to "
+            f"{', '.join(f'{e:.1f}' for e in ess)} during the run (sample_stats.min_ess; low_ess is True): "
+            "their draws descend from a few particles and their log-evidence is unreliable, even where the "
+            "final ESS recovered after resampling; use more particles or steps, or a sampler whose proposal "
+            "uses the observation",
+            RuntimeWarning, stacklevel=3,
+        )
+    if "nonfinite_draws" in stats and np.any(stats["nonfinite_draws"]):
+        bad = np.flatnonzero(stats["nonfinite_draws"]).tolist()
+        warnings.warn(f"{sampler.name}: chains {bad} have non-finite draws (sample_stats.nonfinite_draws counts "
+                      "them): the network or the program returned NaN or inf", RuntimeWarning, stacklevel=3)
+    if "out_of_support" in stats and np.any(stats["out_of_support"]):
+        bad = np.flatnonzero(stats["out_of_support"]).tolist()
+        warnings.warn(
+            f"{sampler.name}: chains {bad} have draws far outside the model's data range "
+            "(sample_stats.out_of_support counts them): the sampler diverged", RuntimeWarning, stacklevel=3)
 
 
 def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_bar: bool | None = None,
@@ -99,26 +154,30 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
         Show a ``tqdm`` bar over the reverse-diffusion steps for runs longer than a couple of
         seconds. ``None`` (default): on, except under pytest or with ``PP_DIFFUSION_PROGRESS=0``.
     **data
-        Keyword arguments of ``program`` (observations among them).
+        Keyword arguments of ``program`` (observations among them; lists of numbers become arrays).
 
     Returns
     -------
     xarray.DataTree
         Groups ``posterior`` (dims ``chain``, ``draw``, then the site's), ``sample_stats``
         (``nfe`` and the sampler's diagnostics) and ``observed_data`` (when the program observes
-        anything); attributes name the sampler and its settings. The runs of all chains are one
-        ``jax.jit`` over a ``vmap``.
+        anything); attributes name the sampler and its settings and, for conditioning samplers,
+        the twist each observed site got (``twists``, a JSON object). The runs of all chains are one
+        ``jax.jit`` over a ``vmap``, compiled once per program, sampler and data (by value: see
+        :mod:`pp_diffusion._fingerprint`) and reused for new observations of the same shape.
     """
     if not isinstance(sampler, Sampler):
         raise TypeError(
             f"sampler must be a pp_diffusion Sampler (e.g. pp_diffusion.iid(1000)), got {type(sampler).__name__}"
         )
-    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
+    if isinstance(num_chains, bool) or not isinstance(num_chains, numbers.Integral) or num_chains < 1:
         raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}")
+    num_chains = int(num_chains)
     try:
         keys = jax.random.split(rng_key, num_chains)
     except (TypeError, ValueError) as err:
         raise TypeError(f"rng_key must be a JAX PRNG key such as jax.random.key(0), got {rng_key!r}") from err
+    data = _as_arrays(data)
     info = inspect_program(program, data)
     if info.observed and not sampler.conditions:
         raise ValueError(
@@ -136,29 +195,13 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
                 raise
             # the program needs its observations' concrete values: compile them in as constants, and
             # remember it for the next call
-            for key, entry in _CACHE.items():
-                if entry[2] is run_all:
-                    _CACHE[key] = (program, sampler, None)
+            for entry in _CACHE.values():
+                if entry[0] is run_all:
+                    entry[0] = None
             run_all, args = _compiled_run(program, sampler, info, data, progress=progress,
                                           traced_observations=False)
             out = jax.block_until_ready(run_all(keys, args))
-    if "degenerate" in out.run_stats and np.any(np.asarray(out.run_stats["degenerate"])):
-        bad = np.flatnonzero(np.asarray(out.run_stats["degenerate"])).tolist()
-        warnings.warn(
-            f"{sampler.name}: chains {bad} degenerated (all weights zero, a non-finite evidence, or "
-            "non-finite draws); their draws are NaN and sample_stats.degenerate is True",
-            RuntimeWarning, stacklevel=2,
-        )
-    if "low_ess" in out.run_stats and np.any(np.asarray(out.run_stats["low_ess"])):
-        low = np.flatnonzero(np.asarray(out.run_stats["low_ess"])).tolist()
-        ess = np.asarray(out.run_stats["final_ess"]).reshape(-1)[low]
-        warnings.warn(
-            f"{sampler.name}: chains {low} ended with an effective sample size of "
-            f"{', '.join(f'{e:.1f}' for e in ess)}: their draws are copies of a few particles and their "
-            "log-evidence is unreliable (sample_stats.low_ess is True); use more particles or steps, or a "
-            "sampler whose proposal uses the observation",
-            RuntimeWarning, stacklevel=2,
-        )
+    _warn(sampler, info, out.run_stats)
     attrs = {
         "sampler": sampler.name,
         **{f"sampler_{k}": v if isinstance(v, (int, float, str)) else repr(v) for k, v in sampler.settings.items()},
@@ -168,6 +211,8 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
         "integrator": info.prior.integrator.name,
         "diffusion_site": info.site,
     }
+    if info.observed and sampler.twists is not None:
+        attrs["twists"] = json.dumps(sampler.twists(site_twists(program, info)))
     return to_datatree(
         out.posterior, out.sample_stats, out.run_stats, info.observed,
         stat_dims=sampler.stat_dims, attrs=attrs,

@@ -41,10 +41,16 @@ __all__ = [
 
 
 class Potential(NamedTuple):
-    """log G(x_0) and its twist log h_t(x_t); both act on one unbatched sample."""
+    """log G(x_0) and its twist log h_t(x_t); all act on one unbatched sample.
+
+    ``lookahead(x0_hat)``, when given, is the part of log G whose twist an SMC sampler tempers
+    adaptively: the twist is then ``log_h(...) + lambda_t * lookahead(x0_hat)`` with lambda_t chosen
+    per step (:mod:`pp_diffusion.twists`).
+    """
 
     log_g: Callable
     log_h: Callable
+    lookahead: Callable | None = None
 
 
 def tweedie_lookahead(log_g: Callable) -> Potential:
@@ -82,7 +88,9 @@ class LinearGaussian(NamedTuple):
 
     ``u, s, vt`` decompose the whitened operator diag(noise_var)^(-1/2) A = U diag(s) Vt and
     ``y_white`` is the whitened observation; ``log_det_noise`` = sum log noise_var; ``u_perp``
-    is an orthonormal basis of the complement of range(U) (no columns when A has full row rank).
+    is an orthonormal basis of the complement of range(U) (no columns when A has full row rank);
+    ``log_const`` is added to every log-likelihood (a ``handlers.scale`` w on a Normal is the Normal
+    of variance sigma^2 / w plus a constant).
     """
 
     A: jax.Array
@@ -94,9 +102,10 @@ class LinearGaussian(NamedTuple):
     y_white: jax.Array
     log_det_noise: jax.Array
     u_perp: jax.Array
+    log_const: jax.Array = jnp.zeros(())
 
     @classmethod
-    def build(cls, A, y, noise_var) -> "LinearGaussian":
+    def build(cls, A, y, noise_var, log_const: float = 0.0) -> "LinearGaussian":
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
         y = np.atleast_1d(np.asarray(y, dtype=np.float64))
         var = np.broadcast_to(np.asarray(noise_var, dtype=np.float64), y.shape)
@@ -110,7 +119,7 @@ class LinearGaussian(NamedTuple):
         u, s, vt, u_perp = u_full[:, :rank], s[:rank], vt[:rank], u_full[:, rank:]
         f32 = lambda a: jnp.asarray(a, dtype=jnp.float32)
         return cls(f32(A), f32(y), f32(var), f32(u), f32(s), f32(vt), f32(w * y), f32(np.sum(np.log(var))),
-                   f32(u_perp))
+                   f32(u_perp), f32(log_const))
 
     def log_likelihood(self, x0, extra_var=0.0):
         """log N(y; A x0, diag(noise_var) + extra_var A A^T) for flattened x0 (extra_var a scalar)."""
@@ -121,7 +130,8 @@ class LinearGaussian(NamedTuple):
         # components of the whitened residual outside range(U) have unit variance; projected, not
         # |white|^2 - |resid|^2, which cancels catastrophically in float32 when noise_var is tiny
         outside = jnp.sum((self.u_perp.T @ white) ** 2)
-        return -0.5 * (jnp.sum(resid**2 / var + jnp.log(var)) + outside + self.log_det_noise + dy * jnp.log(2 * jnp.pi))
+        log_lik = -0.5 * (jnp.sum(resid**2 / var + jnp.log(var)) + outside + self.log_det_noise + dy * jnp.log(2 * jnp.pi))
+        return log_lik + self.log_const
 
     def condition(self, rng_key, mean, var):
         """A draw of x_0 from N(mean, var I) N(y; A x_0, diag(noise_var)) (normalised) and the log of
@@ -180,20 +190,27 @@ def sum(*potentials: Potential) -> Potential:  # noqa: A001 - mirrors optax.chai
     """The product of potentials (a sum of log-potentials and of twists)."""
     if not potentials:
         return zero()
+    parts = [p.lookahead for p in potentials if p.lookahead is not None]
     return Potential(
         lambda x0: builtins.sum(p.log_g(x0) for p in potentials),
         lambda *a: builtins.sum(p.log_h(*a) for p in potentials),
+        (lambda x0: builtins.sum(f(x0) for f in parts)) if parts else None,
     )
 
 
 def scale(potential: Potential, factor_: float) -> Potential:
     """G^c: a temperature or tilt ``factor_`` on both the potential and its twist."""
-    return Potential(lambda x0: factor_ * potential.log_g(x0), lambda *a: factor_ * potential.log_h(*a))
+    look = potential.lookahead
+    return Potential(lambda x0: factor_ * potential.log_g(x0), lambda *a: factor_ * potential.log_h(*a),
+                     None if look is None else (lambda x0: factor_ * look(x0)))
 
 
 def anneal(potential: Potential, weight_fn: Callable) -> Potential:
     """Twist tempered by ``weight_fn(t)`` in [0, 1] (weight 1 at t = 0 keeps the target; the final
     potential is untouched)."""
+    if potential.lookahead is not None:
+        raise ValueError("anneal fixes the twist's exponent, and this potential's is chosen adaptively: "
+                         "use pp_diffusion.twists.tempered(schedule=...) on its site instead")
     return Potential(
         potential.log_g,
         lambda x_t, x0_hat, t, alpha, sigma: weight_fn(t) * potential.log_h(x_t, x0_hat, t, alpha, sigma),

@@ -13,6 +13,7 @@ site per step (x_T, then the scanned site ``x`` with a leading step axis, then x
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,13 @@ from pp_diffusion.schedules import as_grid
 from pp_diffusion.x0_variance import DenoisingVariance
 
 __all__ = ["DiffusionPrior"]
+
+
+def _warn_nonfinite(count, name):
+    if int(count) == 0:
+        return
+    warnings.warn(f"DiffusionPrior: {int(count)} draw(s) of model {name!r} are not finite (NaN or inf): the "
+                  "network returned non-finite values", RuntimeWarning, stacklevel=2)
 
 
 class DiffusionPrior(dist.Distribution):
@@ -118,6 +126,9 @@ class DiffusionPrior(dist.Distribution):
         keys = jax.random.split(k_chain, num)
         run = lambda k, x: integrate(k, self.integrator, self.model, x, self.times)[0]
         x_0 = jax.vmap(run)(keys, x_T)
+        bad = jnp.sum(~jnp.all(jnp.isfinite(x_0.reshape(num, -1)), axis=1))
+        # numpyro.infer.Predictive and friends return what sample() gives: say so when it is garbage
+        jax.debug.callback(_warn_nonfinite, bad, self.model.name)
         return x_0.reshape(tuple(sample_shape) + self.event_shape)
 
     def log_prob(self, value):

@@ -1,7 +1,25 @@
-"""Reading a NumPyro program: where its `DiffusionPrior` site is, what it observes, what else it samples.
+"""Reading a NumPyro program: where its `DiffusionPrior` site is, what it observes, and its
+Feynman–Kac model over the reverse chain.
 
-Tracing uses NumPyro's own handlers (``seed``, ``trace``, ``substitute``), so plates, ``mask``,
-``scale``, ``deterministic`` and any NumPyro distribution behave as they do in NumPyro.
+Tracing uses NumPyro's own handlers (``seed``, ``trace``, ``substitute``), and a site's
+log-probability is computed as NumPyro's ``log_density`` computes it: ``fn.log_prob(value)`` with
+the masks of ``handlers.mask`` / ``obs_mask`` / ``Distribution.mask`` inside ``fn``, times the
+site's ``scale``, summed. The tracer reads every observed site and factor into a *term* and gives
+each a twist (:mod:`pp_diffusion.twists`):
+
+- ``Normal(loc, scale)`` with loc affine in x_0 and scale free of it is a linear-Gaussian
+  observation of its unmasked elements, y_i - b_i = A_i x_0 + N(0, scale_i^2 / w_i) with w_i the
+  element's ``scale`` (``handlers.scale``), plus a constant that keeps log G NumPyro's; all such
+  sites together are one :class:`~pp_diffusion.potentials.LinearGaussian`, whatever the reshapes,
+  slices, sums, masks and scales that wrote them;
+- ``Normal`` / ``StudentT`` / ``Laplace`` of a nonlinear loc with a scale free of x_0 get the
+  linearised twist; every other site (factors, classifiers, discrete likelihoods) the tempered
+  look-ahead; ``infer={"twist": ...}`` on a site overrides the choice.
+
+Latent sites that no observed site depends on (``obs_mask``'s ``<name>_unobserved``, or a
+predictive ``numpyro.sample("y_new", ...)``) integrate out of G exactly; they are drawn given each
+posterior draw of x_0. Other latent sites (a noise scale, a class) are refused, as are subsampled
+plates (a sampler would see the same subsample at every evaluation).
 """
 
 from __future__ import annotations
@@ -13,11 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from numpyro import handlers
+from numpyro.distributions.distribution import Unit
 
+from pp_diffusion import twists as twists_lib
 from pp_diffusion.prior import DiffusionPrior
 from pp_diffusion.x0_variance import conditioning_x0_var
 
-__all__ = ["ProgramInfo", "inspect_program"]
+__all__ = ["ProgramInfo", "inspect_program", "feynman_kac", "FeynmanKacModel", "site_twists"]
 
 
 class ProgramInfo(NamedTuple):
@@ -28,7 +48,7 @@ class ProgramInfo(NamedTuple):
     prior
         That site's :class:`DiffusionPrior`.
     observed
-        ``{name: value}`` of the observed sample sites.
+        ``{name: value}`` of the observed sample sites (factors included), in program order.
     latent
         Names of latent sample sites other than the diffusion site.
     deterministic
@@ -39,6 +59,9 @@ class ProgramInfo(NamedTuple):
         Names of the array arguments that are passed as an observed site's value (``obs=y``):
         ``infer`` passes these to its compiled run as arguments, so a new observation of the
         same shape reuses the compilation.
+    predictive
+        The latent sites among ``latent`` that no observed site depends on: they integrate out of
+        G and are drawn given x_0 after the run.
     """
 
     site: str
@@ -48,6 +71,7 @@ class ProgramInfo(NamedTuple):
     deterministic: tuple[str, ...]
     data: dict[str, Any] = {}
     observed_args: tuple[str, ...] = ()
+    predictive: tuple[str, ...] = ()
 
 
 def _base_distribution(fn):
@@ -57,26 +81,84 @@ def _base_distribution(fn):
     return fn
 
 
+def _is_prior_site(site) -> bool:
+    return site["type"] == "sample" and isinstance(_base_distribution(site["fn"]), DiffusionPrior)
+
+
+def _observed_sites(trace):
+    return [s for s in trace.values() if s["type"] == "sample" and s["is_observed"] and not _is_prior_site(s)]
+
+
+def site_log_prob(site):
+    """A sample site's log-probability as NumPyro's ``log_density`` sums it: masks inside ``fn``,
+    times the site's ``scale``."""
+    lp = site["fn"].log_prob(site["value"])
+    if site.get("scale") is not None:
+        lp = site["scale"] * lp
+    return jnp.sum(lp)
+
+
+def _over_elements(a, fn, shape):
+    """An array over ``fn``'s batch shape (a mask or a scale) broadcast over the elements of a value of
+    ``shape`` (batch dims on the left of the event dims, as NumPyro aligns them)."""
+    a = jnp.broadcast_to(jnp.asarray(a), fn.batch_shape)
+    return jnp.broadcast_to(a.reshape(tuple(fn.batch_shape) + (1,) * len(fn.event_shape)), shape)
+
+
+def _unwrap(fn, shape):
+    """(base distribution, boolean array of ``shape``: the elements no mask removes)."""
+    keep = jnp.ones(shape, bool)
+    while True:
+        if isinstance(fn, dist.MaskedDistribution):
+            keep = keep & _over_elements(fn._mask, fn, shape)
+            fn = fn.base_dist
+        elif isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
+            fn = fn.base_dist
+        else:
+            return fn, keep
+
+
+def _site_shape(site):
+    return tuple(site["fn"].batch_shape) + tuple(site["fn"].event_shape)
+
+
+def _placeholder(site):
+    # read the structure without running the reverse chain: x_0 = 0 stands in for the draw
+    if _is_prior_site(site) and not site["is_observed"]:
+        return jnp.zeros(site["fn"].shape())
+    return None
+
+
+def _check_finite_observation(site, data):
+    value = site["value"]
+    if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        return
+    _, keep = _unwrap(site["fn"], np.shape(value))
+    bad = ~np.isfinite(np.asarray(value)) & np.asarray(keep)
+    if bad.any():
+        names = [k for k, v in data.items() if v is value]
+        arg = f" (argument {names[0]!r})" if names else ""
+        raise ValueError(
+            f"observed site {site['name']!r}{arg} has {int(bad.sum())} non-finite value(s) (NaN or inf) among "
+            "the elements it observes; pass finite data, or leave missing entries out with "
+            "numpyro.sample(..., obs_mask=...) or handlers.mask"
+        )
+
+
 def inspect_program(program: Callable, data: dict[str, Any]) -> ProgramInfo:
-    """Trace ``program(**data)`` once and describe it; raises ``ValueError`` when it has no
-    (or more than one) ``DiffusionPrior`` site."""
+    """Trace ``program(**data)`` once and describe it.
+
+    Raises ``ValueError`` when it has no (or more than one) ``DiffusionPrior`` site, when an
+    observation is not finite where it is observed or has the wrong shape, and for subsampled plates.
+    """
     if not callable(program):
         raise TypeError(f"program must be a callable NumPyro program, got {type(program).__name__}")
-    def placeholder(site):
-        # read the structure without running the reverse chain: x_0 = 0 stands in for the draw
-        if site["type"] == "sample" and isinstance(_base_distribution(site["fn"]), DiffusionPrior) and not site["is_observed"]:
-            return jnp.zeros(site["fn"].shape())
-        return None
-
     try:
-        traced = handlers.substitute(handlers.seed(program, jax.random.key(0)), substitute_fn=placeholder)
+        traced = handlers.substitute(handlers.seed(program, jax.random.key(0)), substitute_fn=_placeholder)
         trace = handlers.trace(traced).get_trace(**data)
     except TypeError as err:
         raise TypeError(f"could not call program with the data {sorted(data)}: {err}") from err
-    prior_sites = [
-        name for name, site in trace.items()
-        if site["type"] == "sample" and isinstance(_base_distribution(site["fn"]), DiffusionPrior)
-    ]
+    prior_sites = [name for name, site in trace.items() if _is_prior_site(site)]
     if not prior_sites:
         raise ValueError(
             "program has no DiffusionPrior sample site: write x = numpyro.sample('x', "
@@ -93,141 +175,246 @@ def inspect_program(program: Callable, data: dict[str, Any]) -> ProgramInfo:
             f"the DiffusionPrior site {site!r} has batch shape {trace[site]['fn'].batch_shape}: "
             "draw one x per program (use more particles or draws instead of a plate around it)"
         )
-    observed = {}
     for name, s in trace.items():
-        if s["type"] == "sample" and s["is_observed"]:
-            shape = tuple(s["fn"].batch_shape) + tuple(s["fn"].event_shape)
-            if name in data and np.shape(s["value"]) != shape:
-                raise ValueError(
-                    f"observed value {name!r} has shape {np.shape(s['value'])}, but its distribution "
-                    f"{type(s['fn']).__name__} has shape {shape}"
-                )
-            observed[name] = np.asarray(s["value"])
+        if s["type"] == "plate" and s["args"][1] is not None and s["args"][1] < s["args"][0]:
+            raise ValueError(
+                f"plate {name!r} subsamples {s['args'][1]} of {s['args'][0]} elements: the conditioning samplers "
+                "evaluate the program many times and need the whole likelihood; drop subsample_size"
+            )
+    observed = {}
+    for s in _observed_sites(trace):
+        name = s["name"]
+        if name in data and np.shape(s["value"]) != _site_shape(s):
+            raise ValueError(
+                f"observed value {name!r} has shape {np.shape(s['value'])}, but its distribution "
+                f"{type(s['fn']).__name__} has shape {_site_shape(s)}"
+            )
+        _check_finite_observation(s, data)
+        observed[name] = np.asarray(s["value"])
     latent = tuple(
         name for name, s in trace.items() if s["type"] == "sample" and not s["is_observed"] and name != site
     )
     deterministic = tuple(name for name, s in trace.items() if s["type"] == "deterministic")
-    obs_values = [s["value"] for s in trace.values() if s["type"] == "sample" and s["is_observed"]]
+    obs_values = [s["value"] for s in _observed_sites(trace)]
     observed_args = tuple(
         k for k, v in data.items()
         if isinstance(v, (np.ndarray, jax.Array)) and any(v is o for o in obs_values)
     )
-    return ProgramInfo(site, prior, observed, latent, deterministic, dict(data), observed_args)
+    predictive = _predictive_latents(program, site, prior, latent, data) if latent else ()
+    return ProgramInfo(site, prior, observed, latent, deterministic, dict(data), observed_args, predictive)
+
+
+def _predictive_latents(program, site, prior, latent, data) -> tuple[str, ...]:
+    """The latent sites whose values change no observed site's log-probability.
+
+    Checked numerically: at two random x_0, each latent site is given three draws of its distribution
+    (the others held) and the observed sites' log-probabilities must stay bit-identical.
+    """
+    out = []
+    seeded = handlers.seed(program, jax.random.key(7))
+    with jax.ensure_compile_time_eval():
+        for name in latent:
+            independent = True
+            for x_seed in range(2):
+                x0 = jax.random.normal(jax.random.key(100 + x_seed), prior.event_shape)
+                first = handlers.trace(handlers.substitute(seeded, data={site: x0})).get_trace(**data)
+                totals = []
+                for seed in range(3):
+                    value = first[name]["fn"].sample(jax.random.key(11 + seed))
+                    tr = handlers.trace(handlers.substitute(seeded, data={site: x0, name: value})).get_trace(**data)
+                    totals.append(np.asarray([site_log_prob(s) for s in _observed_sites(tr)], np.float64))
+                if not all(np.array_equal(totals[0], t, equal_nan=True) for t in totals[1:]):
+                    independent = False
+            if independent:
+                out.append(name)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- program -> Feynman–Kac pieces
 
-def _conditioned_trace(program, info: ProgramInfo, data, x0):
-    substituted = handlers.substitute(handlers.seed(program, jax.random.key(0)), data={info.site: x0})
+def _conditioned_trace(program, info: ProgramInfo, data, x0, rng_key=None):
+    key = jax.random.key(0) if rng_key is None else rng_key
+    substituted = handlers.substitute(handlers.seed(program, key), data={info.site: x0})
     return handlers.trace(substituted).get_trace(**data)
 
 
 def check_conditionable(info: ProgramInfo) -> None:
-    """Conditioning samplers handle programs whose only latent variable is the diffusion site."""
-    if info.latent:
+    """Conditioning samplers handle programs whose only latent variable that the observations depend
+    on is the diffusion site."""
+    globals_ = [name for name in info.latent if name not in info.predictive]
+    if globals_:
         raise ValueError(
-            f"latent sites other than the diffusion site {info.site!r} are not supported by the "
-            f"conditioning samplers yet: {list(info.latent)}. Observe them, or integrate them out "
+            f"latent sites other than the diffusion site {info.site!r} that the observations depend on are not "
+            f"supported by the conditioning samplers yet: {globals_}. Observe them, or integrate them out "
             "into a numpyro.factor"
         )
 
 
 def log_potential_fn(program, info: ProgramInfo, data) -> Callable:
     """log G(x_0): the sum of the log-probabilities of every observed site and factor of the program
-    with the diffusion site set to x_0 (``scale`` and ``mask`` handlers applied as NumPyro does)."""
+    with the diffusion site set to x_0 (masks and scales applied as NumPyro does)."""
 
     def log_g(x0):
         trace = _conditioned_trace(program, info, data, x0)
         total = jnp.zeros(())
-        for name, site in trace.items():
-            if site["type"] != "sample" or not site["is_observed"]:
-                continue
-            lp = jnp.sum(site["fn"].log_prob(site["value"]))
-            if site.get("scale") is not None:
-                lp = site["scale"] * lp
-            total = total + lp
+        for site in _observed_sites(trace):
+            total = total + site_log_prob(site)
         return total
 
     return log_g
 
 
-def deterministic_fn(program, info: ProgramInfo, data) -> Callable:
-    """x_0 -> {name: value} of the program's deterministic sites."""
+def posterior_sites_fn(program, info: ProgramInfo, data) -> Callable:
+    """``(rng_key, x_0) -> {name: value}``: the program's deterministic sites and its predictive latent
+    sites (drawn from their conditional given x_0)."""
+    names = set(info.deterministic) | set(info.predictive)
 
-    def values(x0):
-        trace = _conditioned_trace(program, info, data, x0)
-        return {name: site["value"] for name, site in trace.items() if site["type"] == "deterministic"}
+    def values(rng_key, x0):
+        if not names:
+            return {}
+        trace = _conditioned_trace(program, info, data, x0, rng_key)
+        return {name: site["value"] for name, site in trace.items() if name in names}
 
     return values
 
 
-def linear_gaussian_structure(program, info: ProgramInfo, data):
-    """If every observed site is ``Normal(loc(x_0), scale)`` with loc affine in x_0 and scale free of
-    x_0 (and no factors, masks or scales), return :class:`~pp_diffusion.potentials.LinearGaussian`
-    for y - b = A x_0 + noise over flattened x_0; otherwise None.
+class _Reading(NamedTuple):
+    """The tracer's reading of one observed site (from concrete data).
 
-    A is read off the program by differentiating loc (so ``op(x)`` for any linear operator, a slice
-    or a matrix product is recognised) and affinity is checked at random points of several scales.
-    The structure is read with the concrete data ``info.data``; only y comes from ``data`` (which
-    ``infer`` traces, so that a new observation reuses its compilation).
+    ``family``: the base distribution's class name ("factor" for ``numpyro.factor``); ``keep``: flat
+    indices of the elements that count (unmasked, scale > 0), for location-scale families; ``twist``:
+    the :class:`~pp_diffusion.twists.Twist` it gets.
     """
-    if not info.observed:
+
+    name: str
+    family: str
+    keep: np.ndarray | None
+    twist: twists_lib.Twist
+
+
+_LOCATION_SCALE = {dist.Normal: "Normal", dist.StudentT: "StudentT", dist.Laplace: "Laplace"}
+
+
+def _location_scale(site):
+    """(family, loc, scale, df, weight, keep) over the site's elements (flattened), or None when the
+    site is not a Normal / StudentT / Laplace (possibly masked, expanded, reinterpreted) one."""
+    shape = np.shape(site["value"])
+    base, keep = _unwrap(site["fn"], shape)
+    family = _LOCATION_SCALE.get(type(base))
+    if family is None:
         return None
-    event_shape = info.prior.event_shape
-
-    concrete = info.data if info.data else data  # the structure is read from concrete values
-
-    def pieces(x0_flat, data=concrete):
-        trace = _conditioned_trace(program, info, data, x0_flat.reshape(event_shape))
-        locs, scales, values = [], [], []
-        for name, site in trace.items():
-            if site["type"] != "sample" or not site["is_observed"]:
-                continue
-            fn = site["fn"]
-            if site.get("scale") is not None or isinstance(fn, dist.MaskedDistribution):
-                return None
-            while isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
-                fn = fn.base_dist
-            if type(fn) is not dist.Normal:
-                return None
-            shape = jnp.shape(site["value"])
-            locs.append(jnp.broadcast_to(fn.loc, shape).reshape(-1))
-            scales.append(jnp.broadcast_to(fn.scale, shape).reshape(-1))
-            values.append(jnp.reshape(site["value"], -1))
-        return jnp.concatenate(locs), jnp.concatenate(scales), jnp.concatenate(values)
-
-    d = int(np.prod(event_shape))
-    with jax.ensure_compile_time_eval():  # concrete even while infer's jit traces the sampler's setup
-        lg = _linear_gaussian_from(pieces, d)
-    if lg is None or not any(data[k] is not concrete.get(k) for k in data):
-        return lg
-    # the observation itself from the data given (traced under infer's jit): y - b, whitened
-    traced = pieces(jnp.zeros(d), data)
-    y = traced[2] - traced[0]
-    return lg._replace(y=y.astype(jnp.float32), y_white=(y / jnp.sqrt(lg.noise_var)).astype(jnp.float32))
+    flat = lambda a: jnp.broadcast_to(a, shape).reshape(-1)
+    weight = jnp.ones(shape)
+    if site.get("scale") is not None:
+        weight = _over_elements(site["scale"], site["fn"], shape)
+    df = base.df if family == "StudentT" else jnp.zeros(())
+    return (family, flat(base.loc), flat(base.scale), flat(df), weight.reshape(-1),
+            (keep & (weight > 0)).reshape(-1))
 
 
-def _linear_gaussian_from(pieces, d):
+def _site_spec(site) -> twists_lib.Twist | None:
+    spec = (site.get("infer") or {}).get("twist")
+    return None if spec is None else twists_lib.as_twist(spec, site["name"])
+
+
+def _read_sites(program, info: ProgramInfo, data) -> tuple[list[_Reading], Any]:
+    """Read every observed site of the program (with concrete ``data``) and choose its twist.
+
+    Returns the readings and the linear-Gaussian observation of the sites that got the
+    ``linear_gaussian`` twist (None if none did). Loc affinity and scale constancy are checked at random
+    points of several scales and both signs (two points of scale ~1 miss piecewise-linear locs: a clip to
+    [-1, 1] looks like the identity there).
+    """
     from pp_diffusion.potentials import LinearGaussian
 
-    probe = pieces(jnp.zeros(d))
-    if probe is None:
-        return None
-    loc_fn = lambda x: pieces(x)[0]
+    event_shape = info.prior.event_shape
+    d = int(np.prod(event_shape))
+    sites_at = lambda x: _observed_sites(_conditioned_trace(program, info, data, jnp.reshape(x, event_shape)))
+    zero = sites_at(jnp.zeros(d))
     k1, k2 = jax.random.split(jax.random.key(1))
     p1, p2 = jax.random.normal(k1, (d,)), 3.0 * jax.random.normal(k2, (d,))
-    A = np.asarray(jax.jacfwd(loc_fn)(p1), dtype=np.float64)
-    b = np.asarray(probe[0], dtype=np.float64)
-    # probe on both sides of the origin and over four decades of scale: two points of scale ~1
-    # miss piecewise-linear locs (a clip to [-1, 1] looks like the identity there)
-    for p in (p1, -p1, p2, 0.01 * p2, 100.0 * p2):
-        loc, sc, _ = pieces(p)
-        expected = A @ np.asarray(p, dtype=np.float64) + b
-        tol = 1e-4 * (1.0 + np.abs(expected).max())
-        if np.abs(np.asarray(loc) - expected).max() > tol or not np.allclose(np.asarray(sc), np.asarray(probe[1])):
-            return None
-    y = np.asarray(probe[2], dtype=np.float64) - b
-    return LinearGaussian.build(A, y, np.asarray(probe[1], dtype=np.float64) ** 2)
+    probes = (p1, -p1, p2, 0.01 * p2, 100.0 * p2)
+    probe_sites = [sites_at(p) for p in probes]
+
+    readings, lg_rows = [], []
+    for i, site in enumerate(zero):
+        name, spec = site["name"], _site_spec(site)
+        base = _base_distribution(site["fn"])
+        ls = _location_scale(site)
+        family = "factor" if isinstance(base, Unit) else type(base).__name__
+        keep, affine, constant_scale = None, False, False
+        if ls is not None:
+            keep = np.flatnonzero(np.asarray(ls[5]))
+            loc_fn = lambda x, i=i, keep=keep: _location_scale(sites_at(x)[i])[1][keep]
+            A = np.asarray(jax.jacfwd(loc_fn)(p1), np.float64).reshape(len(keep), d)
+            b = np.asarray(ls[1][keep], np.float64)
+            constant_scale, affine = True, True
+            for p, sites in zip(probes, probe_sites):
+                other = _location_scale(sites[i])
+                constant_scale &= bool(np.allclose(np.asarray(other[2][keep]), np.asarray(ls[2][keep])))
+                expected = A @ np.asarray(p, np.float64) + b
+                tol = 1e-4 * (1.0 + np.abs(expected).max(initial=0.0))
+                affine &= bool(np.abs(np.asarray(other[1][keep]) - expected).max(initial=0.0) <= tol)
+        gaussian = ls is not None and family == "Normal" and affine and constant_scale
+        if spec is None:
+            kind = "linear_gaussian" if gaussian else "linearized" if ls is not None and constant_scale else "tempered"
+            spec = twists_lib.tempered() if kind == "tempered" else twists_lib.Twist(kind)
+        elif spec.kind == "linear_gaussian" and not gaussian:
+            raise ValueError(f"site {name!r} asks for the linear_gaussian twist but is not Normal(A x + b, sigma) "
+                             "with sigma free of x; use 'linearized' or 'tempered'")
+        elif spec.kind == "linearized" and not (ls is not None and constant_scale):
+            raise ValueError(f"site {name!r} asks for the linearized twist, which needs a Normal, StudentT or Laplace "
+                             "likelihood whose scale does not depend on x; use 'tempered'")
+        if spec.kind == "tempered" and spec.schedule is not None:
+            _check_schedule(spec.schedule, info.prior, name)
+        if spec.kind == "custom":
+            _check_custom(spec.log_h, info.prior, site, name)
+        readings.append(_Reading(name, family, keep, spec))
+        if spec.kind == "linear_gaussian" and len(keep):
+            _, _, scale, _, weight, _ = ls
+            var = np.asarray(scale[keep], np.float64) ** 2 / np.asarray(weight[keep], np.float64)
+            w = np.asarray(weight[keep], np.float64)
+            # w log N(y; m, s^2) = log N(y; m, s^2 / w) + c: log G stays NumPyro's
+            const = np.sum(-0.5 * w * np.log(2 * np.pi * var * w) + 0.5 * np.log(2 * np.pi * var))
+            y = np.asarray(jnp.reshape(site["value"], -1)[keep], np.float64)
+            lg_rows.append((A, y - b, var, const))
+    lg = None
+    if lg_rows:
+        A = np.concatenate([r[0] for r in lg_rows])
+        lg = LinearGaussian.build(A, np.concatenate([r[1] for r in lg_rows]), np.concatenate([r[2] for r in lg_rows]),
+                                  log_const=sum(r[3] for r in lg_rows))
+    return readings, lg
+
+
+def _check_schedule(schedule, prior, name):
+    times = np.asarray(prior.times, np.float64)
+    values = np.asarray([float(schedule(float(t))) for t in times])
+    if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+        raise ValueError(f"site {name!r}: the tempering schedule must lie in [0, 1] on the time grid, got values "
+                         f"from {values.min():.3g} to {values.max():.3g}")
+    if abs(values[-1] - 1.0) > 1e-6:
+        raise ValueError(f"site {name!r}: the tempering schedule must end at 1 at t = 0 (the target is G itself), "
+                         f"got schedule(0) = {values[-1]:.6g}")
+
+
+def _check_custom(log_h, prior, site, name):
+    x = jax.ShapeDtypeStruct(prior.event_shape, jnp.float32)
+    try:
+        out = jax.eval_shape(lambda x_t: log_h(x_t, jnp.asarray(0.5), site["value"]), x)
+    except Exception as err:  # noqa: BLE001 - reported with the site's name
+        raise ValueError(f"site {name!r}: its twist log_h(x_t, t, value) failed on x_t of shape {prior.event_shape}: "
+                         f"{err}") from err
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"site {name!r}: its twist log_h(x_t, t, value) must return a scalar, got shape "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+
+
+def site_twists(program, info: ProgramInfo) -> dict[str, str]:
+    """``{site: twist kind}`` for every observed site and factor of the program, as the conditioning
+    samplers twist them (recorded in the DataTree's ``twists`` attribute)."""
+    with jax.ensure_compile_time_eval():
+        readings, _ = _read_sites(program, info, info.data)
+    return {r.name: r.twist.kind for r in readings}
 
 
 class FeynmanKacModel(NamedTuple):
@@ -240,15 +427,24 @@ class FeynmanKacModel(NamedTuple):
     log_g
         log G(x_0), the sum of the observed sites' and factors' log-probabilities.
     potential
-        log G with its twist: the variance-corrected Gaussian look-ahead when the observations
-        are linear-Gaussian, else the Tweedie look-ahead log G(xhat_0(x_t)).
+        log G with its twists (:class:`~pp_diffusion.potentials.Potential`): ``log_h`` sums the fixed
+        twists, ``lookahead`` the log G(xhat_0) of the adaptively tempered sites (None if none).
     linear_gaussian
-        The :class:`~pp_diffusion.potentials.LinearGaussian` structure, or None.
+        The :class:`~pp_diffusion.potentials.LinearGaussian` observation of the sites twisted as
+        linear-Gaussian, or None.
     deterministic
-        x_0 -> the program's deterministic sites.
+        ``(rng_key, x_0) -> {name: value}``: the deterministic and predictive latent sites.
     data_var
-        The data variance v of the Gaussian twist (and of the last transition of
-        :meth:`final_var`); the model's ``data_var`` unless overridden.
+        The data variance v of the Gaussian twists (and of :meth:`final_var`); the model's
+        ``data_var`` unless overridden.
+    log_g_rest
+        log G of the sites outside ``linear_gaussian`` (None when there are none).
+    twists
+        ``{site: twist kind}``.
+    target_ess
+        The conditional ESS the adaptive tempering keeps (None without tempered sites).
+    site_log_probs
+        x_0 -> the vector of every observed site's log-probability, in ``twists``' order.
     """
 
     site: str
@@ -258,21 +454,135 @@ class FeynmanKacModel(NamedTuple):
     linear_gaussian: Any
     deterministic: Callable
     data_var: float = 1.0
+    log_g_rest: Callable | None = None
+    twists: dict = {}
+    target_ess: float | None = None
+    site_log_probs: Callable | None = None
+
+    @property
+    def all_linear_gaussian(self) -> bool:
+        """Whether every observed site is in ``linear_gaussian`` (MCGdiff's and DPS-normalised's case)."""
+        return self.linear_gaussian is not None and self.log_g_rest is None
 
     def final_var(self, t):
-        """r_t^2, the Var[x_0 | x_t] of the conditioning samplers (their linear-Gaussian twist and last
+        """r_t^2, the Var[x_0 | x_t] of the conditioning samplers (their Gaussian twists and last
         transition x_{t_1} -> x_0): the prior's ``x0_var`` Gamma_t when it has one, else
         v sigma_t^2 / (alpha_t^2 v + sigma_t^2), exact for data x_0 ~ N(0, v I)."""
         sched = self.prior.model.schedule
         return conditioning_x0_var(self.prior.x0_var, self.data_var, t, sched.alpha(t), sched.sigma(t))
 
 
-def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
-    """Build the Feynman–Kac model of a conditioned program (eagerly: call outside ``jax.jit``).
+def linear_gaussian_structure(program, info: ProgramInfo, data):
+    """The :class:`~pp_diffusion.potentials.LinearGaussian` observation y - b = A x_0 + noise (over
+    flattened x_0) when every observed site of the program is linear-Gaussian, else None.
 
-    ``data_var`` overrides the model's ``data_var`` in the variance-corrected Gaussian twist."""
+    The structure is read with the concrete data ``info.data``; only y comes from ``data`` (which
+    ``infer`` traces, so that a new observation reuses its compilation).
+    """
+    if not info.observed:
+        return None
+    with jax.ensure_compile_time_eval():
+        readings, lg = _read_sites(program, info, info.data if info.data else data)
+    if lg is None or any(r.twist.kind != "linear_gaussian" for r in readings):
+        return None
+    return _with_observation(lg, readings, program, info, data)
+
+
+def _with_observation(lg, readings, program, info, data):
+    """``lg`` with y - b read from ``data`` (traced under infer's jit) instead of the concrete data."""
+    concrete = info.data if info.data else data
+    if not any(data[k] is not concrete.get(k) for k in data):
+        return lg
+    d = int(np.prod(info.prior.event_shape))
+    sites = _observed_sites(_conditioned_trace(program, info, data, jnp.zeros(info.prior.event_shape)))
+    parts = []
+    for r, site in zip(readings, sites):
+        if r.twist.kind == "linear_gaussian" and len(r.keep):
+            _, loc, *_ = _location_scale(site)
+            parts.append(jnp.reshape(site["value"], -1)[r.keep] - loc[r.keep])
+    del d
+    y = jnp.concatenate(parts)
+    return lg._replace(y=y.astype(jnp.float32), y_white=(y / jnp.sqrt(lg.noise_var)).astype(jnp.float32))
+
+
+def _potential(program, info, data, readings, lg, data_var):
+    """The Potential of the readings (see :mod:`pp_diffusion.twists`)."""
     from pp_diffusion import potentials
 
+    event_shape, x0_var = info.prior.event_shape, info.prior.x0_var
+    index = {r.name: i for i, r in enumerate(readings)}
+    linearized = [r for r in readings if r.twist.kind == "linearized" and len(r.keep)]
+    at_x0_hat = [r for r in readings if r.twist.kind == "lookahead"
+                 or (r.twist.kind == "tempered" and r.twist.schedule is not None)]
+    custom = [r for r in readings if r.twist.kind == "custom"]
+    adaptive = [r for r in readings if r.twist.kind == "tempered" and r.twist.schedule is None]
+    sites_at = lambda x0: _observed_sites(_conditioned_trace(program, info, data, x0))
+
+    def linearized_terms(x0_hat, r2):
+        """The linearised twists: one joint Gaussian over the Normal sites, the widened family per element
+        for the others; f's Jacobian by forward mode over flattened x_0 (no network call)."""
+        def locs(flat):
+            sites = sites_at(jnp.reshape(flat, event_shape))
+            return jnp.concatenate([_location_scale(sites[index[r.name]])[1][r.keep] for r in linearized]), sites
+
+        J, sites = jax.jacfwd(locs, has_aux=True)(jnp.reshape(x0_hat, -1))
+        total, row, normal = jnp.zeros(()), 0, []
+        for r in linearized:
+            family, loc, scale, df, weight, _ = _location_scale(sites[index[r.name]])
+            y = jnp.reshape(sites[index[r.name]]["value"], -1)[r.keep]
+            loc, scale, df, weight = loc[r.keep], scale[r.keep], df[r.keep], weight[r.keep]
+            rows = J[row: row + len(r.keep)]
+            row += len(r.keep)
+            if family == "Normal":
+                var = scale**2 / weight
+                const = jnp.sum(-0.5 * weight * jnp.log(2 * jnp.pi * var * weight) + 0.5 * jnp.log(2 * jnp.pi * var))
+                normal.append((y - loc, var, rows, const))
+                continue
+            widened = twists_lib.widened_scale(family, scale, df, r2 * jnp.sum(rows**2, axis=1))
+            base = dist.Laplace(loc, widened) if family == "Laplace" else dist.StudentT(df, loc, widened)
+            total = total + jnp.sum(weight * base.log_prob(y))
+        if normal:
+            resid, var, rows, const = (jnp.concatenate(parts) for parts in zip(*[(a, b, c, jnp.atleast_1d(k))
+                                                                                  for a, b, c, k in normal]))
+            total = total + twists_lib.gaussian_log_density(resid, var, rows, r2) + jnp.sum(const)
+        return total
+
+    def log_h(x_t, x0_hat, t, alpha, sigma):
+        r2 = conditioning_x0_var(x0_var, data_var, t, alpha, sigma)
+        terms = []
+        if lg is not None:
+            terms.append(lg.log_likelihood(jnp.reshape(x0_hat, -1), r2))
+        if linearized:
+            terms.append(linearized_terms(x0_hat, r2))
+        if at_x0_hat:
+            sites = sites_at(x0_hat)
+            for r in at_x0_hat:
+                value = site_log_prob(sites[index[r.name]])
+                terms.append(value if r.twist.kind == "lookahead" else r.twist.schedule(t) * value)
+        if custom:
+            sites = sites_at(x0_hat)
+            for r in custom:
+                site = sites[index[r.name]]
+                scale = 1.0 if site.get("scale") is None else jnp.sum(site["scale"])
+                terms.append(scale * r.twist.log_h(x_t, t, site["value"]))
+        return sum(terms[1:], terms[0]) if terms else jnp.zeros(())
+
+    def lookahead(x0_hat):
+        sites = sites_at(x0_hat)
+        return sum((site_log_prob(sites[index[r.name]]) for r in adaptive), jnp.zeros(()))
+
+    def log_g(x0):
+        sites = sites_at(x0)
+        return sum((site_log_prob(s) for s in sites), jnp.zeros(()))
+
+    return potentials.Potential(log_g, log_h, lookahead if adaptive else None)
+
+
+def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
+    """Build the Feynman–Kac model of a conditioned program (its structure is read eagerly from
+    ``info.data``; the observations come from ``data``, which may be traced).
+
+    ``data_var`` overrides the model's ``data_var`` in the Gaussian twists."""
     check_conditionable(info)
     if info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None):
         raise ValueError(
@@ -280,11 +590,36 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
             f"DiffusionPrior(model, eta > 0) or with x0_var, got eta={info.prior.eta} "
             f"(integrator {info.prior.integrator.name})"
         )
-    log_g = log_potential_fn(program, info, data)
-    lg = linear_gaussian_structure(program, info, data)
     v = float(info.prior.model.data_var if data_var is None else data_var)
-    if lg is not None:
+    log_g = log_potential_fn(program, info, data)
+    readings, lg = [], None
+    if info.observed:
+        with jax.ensure_compile_time_eval():  # concrete even while infer's jit traces the sampler's setup
+            readings, lg = _read_sites(program, info, info.data if info.data else data)
+        if lg is not None:
+            lg = _with_observation(lg, readings, program, info, data)
+    rest = [r.name for r in readings if r.twist.kind != "linear_gaussian"]
+    if readings and not rest:
+        from pp_diffusion import potentials
+
         potential = potentials.linear_gaussian_potential(lg, v, info.prior.x0_var)
     else:
-        potential = potentials.tweedie_lookahead(log_g)
-    return FeynmanKacModel(info.site, info.prior, log_g, potential, lg, deterministic_fn(program, info, data), v)
+        potential = _potential(program, info, data, readings, lg, v)
+    sites_at = lambda x0: _observed_sites(_conditioned_trace(program, info, data, x0))
+
+    def log_g_rest(x0):
+        sites = {s["name"]: s for s in sites_at(x0)}
+        return sum((site_log_prob(sites[name]) for name in rest), jnp.zeros(()))
+
+    def site_log_probs(x0):
+        sites = sites_at(x0)
+        return jnp.stack([site_log_prob(s) for s in sites]) if sites else jnp.zeros((0,))
+
+    ess = {r.twist.target_ess for r in readings if r.twist.kind == "tempered" and r.twist.schedule is None}
+    if len(ess) > 1:
+        raise ValueError(f"the adaptively tempered sites share one exponent and need one target_ess, got {sorted(ess)}")
+    return FeynmanKacModel(
+        info.site, info.prior, log_g, potential, lg, posterior_sites_fn(program, info, data), v,
+        log_g_rest if (lg is not None and rest) else None,
+        {r.name: r.twist.kind for r in readings}, ess.pop() if ess else None, site_log_probs,
+    )

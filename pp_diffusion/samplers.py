@@ -9,6 +9,7 @@ chains, jits the whole, and converts the result to ArviZ.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -52,6 +53,9 @@ class Sampler(NamedTuple):
     conditions
         Whether the sampler conditions on observed sites (``False``: it draws from the prior and
         ``infer`` refuses programs that observe anything).
+    twists
+        ``{site: twist kind} -> {site: what the sampler uses}``, for the DataTree's ``twists``
+        attribute (None: the sampler uses no twists).
     """
 
     name: str
@@ -60,12 +64,33 @@ class Sampler(NamedTuple):
     run: Callable
     stat_dims: dict[str, tuple[str, ...]] = {}
     conditions: bool = True
+    twists: Callable | None = None
+
+
+SUPPORT_SDS = 10.0
+
+
+def draw_checks(model, draws) -> dict:
+    """Per-run counts of bad draws ``(num, *event)``: ``nonfinite_draws`` (NaN or inf anywhere) and
+    ``out_of_support``: outside the model's ``data_range`` by more than half its width, or, for models
+    without one, beyond ``SUPPORT_SDS`` data standard deviations sqrt(data_var) of 0 in any coordinate
+    (diffusion models map N(0, I) noise to data of roughly that scale)."""
+    flat = draws.reshape(draws.shape[0], -1)
+    finite = jnp.all(jnp.isfinite(flat), axis=1)
+    if model.data_range is not None:
+        low, high = model.data_range
+        margin = 0.5 * (high - low)
+        outside = jnp.any((flat < low - margin) | (flat > high + margin), axis=1)
+    else:
+        outside = jnp.any(jnp.abs(flat) > SUPPORT_SDS * jnp.sqrt(jnp.maximum(model.data_var, 1e-12)), axis=1)
+    return {"nonfinite_draws": jnp.sum(~finite), "out_of_support": jnp.sum(finite & outside)}
 
 
 def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``int(value)`` for a positive integer (Python's or NumPy's), else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def iid(num_samples: int = 1000) -> Sampler:
@@ -73,9 +98,11 @@ def iid(num_samples: int = 1000) -> Sampler:
 
     The diffusion site runs its :class:`~pp_diffusion.DiffusionPrior`'s own chain; every
     other site is drawn from its distribution given them, as ``numpyro.infer.Predictive``
-    does. ``sample_stats.nfe`` is the number of network evaluations behind each draw.
+    does. ``sample_stats.nfe`` is the number of network evaluations behind each draw;
+    ``nonfinite_draws`` and ``out_of_support`` count bad draws per chain (:func:`draw_checks`), and
+    ``infer`` warns about them.
     """
-    _check_positive_int(num_samples, "num_samples")
+    num_samples = _check_positive_int(num_samples, "num_samples")
 
     def setup(program, info, data):
         return program, info, data
@@ -92,6 +119,6 @@ def iid(num_samples: int = 1000) -> Sampler:
 
         draws = jax.vmap(one)(jax.random.split(rng_key, num_samples))
         nfe = jnp.full((num_samples,), info.prior.nfe, dtype=jnp.int32)
-        return SamplerOutput(draws, {"nfe": nfe}, {})
+        return SamplerOutput(draws, {"nfe": nfe}, draw_checks(info.prior.model, draws[info.site]))
 
     return Sampler("iid", {"num_samples": num_samples}, setup, run, {}, conditions=False)

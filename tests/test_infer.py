@@ -242,9 +242,23 @@ def test_progress_bar_is_off_by_default_under_pytest(capsys):
 
 # --------------------------------------------------------------------------- compilation cache
 
+class _Counter:
+    """A mutable counter that the compilation cache keys by identity (a plain dict it would key by
+    content, and its changing count would make every call compile anew)."""
+
+    def __init__(self):
+        self.traces = 0
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def __setitem__(self, key, value):
+        setattr(self, key, value)
+
+
 def _counting(sampler):
     """The sampler with a counter of how often its run is traced (once per compilation)."""
-    count = {"traces": 0}
+    count = _Counter()
 
     def run(rng_key, context):
         count["traces"] += 1

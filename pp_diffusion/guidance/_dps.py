@@ -15,16 +15,20 @@ G(xhat_0(x_t)). Two steps are offered:
   (never over the batch, which makes results depend on the batch size). ``scale`` is the paper's
   zeta' (1.0 in its linear experiments).
 
-No evidence estimate.
+The default takes the normalised step for linear-Gaussian observations and the constant one
+otherwise. No evidence estimate; draws that leave the model's support are counted
+(``sample_stats.out_of_support``) and warned about, as DPS can diverge without any weight noticing.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import blackjax.smc.resampling as resampling_lib
 import jax.numpy as jnp
 
 from pp_diffusion import potentials
-from pp_diffusion.samplers import Sampler
+from pp_diffusion.samplers import Sampler, _check_positive_int
 from pp_diffusion.smc import _base
 from pp_diffusion.smc._twisted import chain_moves
 
@@ -41,22 +45,31 @@ def _residual_norm_potential(lg) -> potentials.Potential:
     return potentials.tweedie_lookahead(neg_norm)
 
 
-def dps(scale: float = 1.0, num_samples: int = 1000, *, normalize: bool = False) -> Sampler:
-    """DPS with guidance ``scale``: with ``normalize=False`` a multiple of the conditional score's
-    correction (1: the plain substitution), with ``normalize=True`` the paper's zeta' (step
-    zeta' / ||y - A xhat_0|| per particle; needs linear-Gaussian observations)."""
-    if not float(scale) >= 0:
-        raise ValueError(f"scale must be non-negative, got {scale!r}")
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+def dps(num_samples: int = 1000, *, scale: float = 1.0, normalize: bool | None = None) -> Sampler:
+    """DPS with ``num_samples`` independent guided chains and guidance ``scale``.
+
+    ``normalize``: the paper's normalised step (``True``: the mean shifted by
+    -2 scale grad_{x_t} ||y - A xhat_0(x_t)||, per particle; needs linear-Gaussian observations) or the
+    constant one (``False``: the score replaced by score + scale grad log G(xhat_0(x_t))). The default,
+    ``None``, takes the normalised step when every observed site is linear-Gaussian (its step does not
+    grow like 1 / sigma_y^2, so it does not diverge on precise observations) and the constant one
+    otherwise. ``scale`` is then the paper's zeta' (1.0 in its linear experiments), or the multiple of
+    the conditional score's correction.
+    """
+    num_samples = _check_positive_int(num_samples, "num_samples")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not float(scale) >= 0:
+        raise ValueError(f"scale must be a non-negative number, got {scale!r}")
+    if normalize is not None and not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True, False or None, got {normalize!r}")
 
     def moves(fk):
-        if normalize:
-            if fk.linear_gaussian is None:
+        normed = fk.all_linear_gaussian if normalize is None else normalize
+        if normed:
+            if not fk.all_linear_gaussian:
                 raise ValueError(
                     "dps(normalize=True) needs linear-Gaussian observations (numpyro.sample(name, "
                     "dist.Normal(A(x) + b, sigma), obs=y) with A linear in the diffusion site, no factors); "
-                    "use dps(scale) with the constant step for other likelihoods"
+                    "use dps(normalize=False), the constant step, for other likelihoods"
                 )
             plain = fk._replace(potential=_residual_norm_potential(fk.linear_gaussian))
             return chain_moves(plain, guided=True, guidance_scale=2.0 * float(scale), weighted=False,
@@ -67,5 +80,6 @@ def dps(scale: float = 1.0, num_samples: int = 1000, *, normalize: bool = False)
     return _base.fk_sampler(
         "dps", moves, num_particles=num_samples, nfe_per_step=1, vjp_per_step=1,
         resampling=resampling_lib.systematic, ess_threshold=0.0, weighted=False,
-        extra_settings={"scale": float(scale), "normalize": normalize},
+        extra_settings={"scale": float(scale), "normalize": str(normalize)},
+        twist_names=lambda kinds: {k: "dps" for k in kinds},
     )

@@ -27,11 +27,21 @@ log(N w), which ``weight_fn`` adds to the increment (and ``update_fn`` resets af
 resampling). BlackJAX's ``normalizing_constant`` is then exactly the log-evidence increment
 log sum_i w_i exp(incr_i).
 
+Adaptive tempering (programs with ``tempered`` twists, :mod:`pp_diffusion.twists`): the twist is
+log h_t = fixed_t + lambda_t lookahead_t with lookahead_t = log G_T(xhat_0(x_t)), lambda_N = 0, and
+after each move the step picks lambda_s in [lambda_t, 1] (:func:`next_lambda`) so that the
+conditional ESS (Zhou, Johansen & Aston 2016), CESS = N (sum_i W_i w_i)^2 / sum_i W_i w_i^2 with W
+the current normalised weights and w incremental weights, stays at ``target_ess * N``, both for the
+step's own increments and for the prospective increment to a draw of x_0 given x_s; BlackJAX's
+``smc.solver.dichotomy`` solves for each. The step into clean data uses G itself (lambda = 1). The
+exponents are in ``SMCInfo.lam``.
+
 Numerical trouble is reported, not hidden: a NaN increment becomes -inf (BlackJAX's MALA
 convention) and is counted in ``SMCInfo.num_nan``; if every weight is zero the run is marked
-``degenerate`` and its draws are NaN. A run whose final ESS (after the last reweighting) is
-below ``max(2, LOW_ESS_FRACTION * N)`` is marked ``low_ess``: its draws are copies of a few
-particles and its evidence estimate is unreliable (``infer`` warns about both flags).
+``degenerate`` and its draws are NaN. A run whose ESS falls below ``max(2, LOW_ESS_FRACTION * N)``
+at any step (``min_ess``: after any reweighting, the initial one included) is marked ``low_ess``:
+resampling restores the final ESS, but the draws descend from a few particles and the evidence
+estimate is unreliable (``infer`` warns about both flags).
 """
 
 from __future__ import annotations
@@ -39,13 +49,14 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import blackjax.smc.base as smc_base
+import blackjax.smc.solver as smc_solver
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from pp_diffusion import _progress
 from pp_diffusion.program import FeynmanKacModel, feynman_kac
-from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int
+from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int, draw_checks
 
 __all__ = ["Particle", "SMCInfo", "run_smc", "gaussian_log_ratio", "fk_sampler", "LOW_ESS_FRACTION"]
 
@@ -65,7 +76,8 @@ class Particle(NamedTuple):
         grad_x log h_t(x_t) when the method's proposal uses it, else zeros.
     aux
         A running statistic of the path (FK steering's max / sum), or a method's own bookkeeping
-        (MCGdiff: the part of log h_t the next weight divides out), else zero.
+        (MCGdiff: the part of log h_t the next weight divides out), else zero; between a tempered
+        move and :func:`run_smc`'s choice of lambda, the previous step's path statistic.
     log_w
         The carried log-weight log(N w) of steps that did not resample.
     incr
@@ -74,6 +86,14 @@ class Particle(NamedTuple):
         The previous step's x0 prediction (the ancestor's ``x0_hat``), which the second-order
         kernel of a ``DiffusionPrior(..., order=2)`` extrapolates from: :func:`run_smc` sets it
         (``carry_x0_prev``), so moves need not; None at order 1.
+    lookahead
+        Under adaptive tempering, log G_T(xhat_0(x_t)) of the tempered sites (the twist adds
+        ``lam`` times it); zero otherwise.
+    lam
+        The tempering exponent lambda_t of the particle's twist (one value for all particles).
+    lookahead_x0
+        Under adaptive tempering, log G_T at one draw of x_0 ~ N(xhat_0(x_t), r_t^2 I): where the
+        particle may still end, for the choice of lambda.
     """
 
     x: jax.Array
@@ -84,16 +104,65 @@ class Particle(NamedTuple):
     log_w: jax.Array
     incr: jax.Array
     x0_prev: jax.Array | None = None
+    lookahead: jax.Array = jnp.zeros(())
+    lam: jax.Array = jnp.ones(())
+    lookahead_x0: jax.Array = jnp.zeros(())
 
 
 class SMCInfo(NamedTuple):
     """Per-step diagnostics: ESS after reweighting, whether the step resampled first, the
-    log-evidence increment and the number of NaN increments mapped to -inf."""
+    log-evidence increment, the number of NaN increments mapped to -inf, and the tempering exponent
+    lambda of the step's twist (1 without tempering)."""
 
     ess: jax.Array
     resampled: jax.Array
     log_evidence_increment: jax.Array
     num_nan: jax.Array
+    lam: jax.Array
+
+
+def tempered_value(lam, lookahead):
+    """lam * lookahead, with 0 * (-inf) = 0: at lambda = 0 a hard constraint's look-ahead is not yet felt."""
+    return jnp.where(lam > 0, lam * lookahead, 0.0)
+
+
+def next_lambda(moved: Particle, lam_prev, tempered: Callable, target_ess: float):
+    """The exponent lambda_s of a step's tempered twist (module docstring): the smaller of
+
+    - the largest lambda in [lambda_t, 1] whose incremental weights keep the conditional ESS at
+      ``target_ess`` (adaptive-tempered SMC's rule), and
+    - the largest whose *prospective* increment, lambda log G(x~_0) - lambda_t log G(xhat_0(x_s)) with
+      x~_0 ~ N(xhat_0(x_s), r_s^2 I) (``lookahead_x0``), keeps it there: a twist the particles could
+      carry to where they will end.
+
+    The first alone lets lambda reach 1 at once, as the look-ahead is flat at high noise (every xhat_0
+    near the data mean), and the particles collapse later, when xhat_0 commits; the second holds it
+    back while x_0 is uncertain (for a Gaussian likelihood of variance s^2 it tracks the exact
+    s^2 / (s^2 + r_t^2)) and lets it rise as r_t falls.
+    """
+    prospective = choose_lambda(
+        moved.log_w, lambda lam: tempered_value(lam, moved.lookahead_x0) - tempered_value(lam_prev, moved.lookahead),
+        lam_prev, target_ess)
+    incremental = choose_lambda(moved.log_w, lambda lam: tempered(moved, lam).incr, lam_prev, target_ess)
+    return jnp.minimum(prospective, incremental)
+
+
+def choose_lambda(log_w, incr_at: Callable, lam_min, target_ess: float):
+    """The largest lambda in [lam_min, 1] whose increments ``incr_at(lambda)`` keep the conditional ESS
+    N (sum W_i w_i)^2 / sum W_i w_i^2 >= target_ess * N (W = softmax(log_w)); lam_min when none does.
+
+    Bisection by ``blackjax.smc.solver.dichotomy`` on log CESS - log(target_ess N), decreasing in lambda
+    for the look-ahead increments it is used with."""
+    log_W = log_w - logsumexp(log_w)
+
+    def excess(lam):
+        incr = incr_at(lam)
+        incr = jnp.where(jnp.isnan(incr), -jnp.inf, incr)
+        log_cess = 2 * logsumexp(log_W + incr) - logsumexp(log_W + 2 * incr)
+        return jnp.where(jnp.isnan(log_cess), -jnp.inf, log_cess - jnp.log(target_ess))
+
+    lam = smc_solver.dichotomy(excess, lam_min, jnp.ones_like(lam_min), eps=1e-3, max_iter=30)
+    return jnp.where(jnp.isnan(lam), lam_min, lam)
 
 
 def gaussian_log_ratio(noise, shift, std):
@@ -127,17 +196,27 @@ def run_smc(
     resample_every: int | None = None,
     weighted: bool = True,
     carry_x0_prev: bool = False,
+    temper: Callable | None = None,
+    target_ess: float = 0.5,
 ):
     """Run SMC along ``times`` from the ``(N, *event)`` initial ``x_T``.
 
-    Returns ``(final SMCState, log_evidence, stacked SMCInfo)``. ``resample_every`` (when
+    Returns ``(final SMCState, log_evidence, stacked SMCInfo, ESS of the initial weights)``. ``resample_every`` (when
     given) resamples on a fixed interval of steps, as FK steering does; otherwise the step
     resamples when the ESS is below ``ess_threshold * N``. ``weighted=False`` starts from uniform
     weights (for methods whose particles are never weighted). ``carry_x0_prev`` gives every moved
     particle its ancestor's ``x0_hat`` as ``x0_prev`` (the initial particles their own).
+
+    ``temper(particle, lam) -> particle`` (adaptive tempering, see the module docstring) completes a
+    particle that ``init_particle`` or a non-final ``move`` left with its twist's parts apart: its
+    ``log_h``, ``aux`` and ``incr`` at exponent ``lam``. The exponent of each step is chosen here, with
+    the conditional ESS kept at ``target_ess``.
     """
     num = x_T.shape[0]
     particles = jax.vmap(init_particle)(x_T)
+    tempered = jax.vmap(temper, in_axes=(0, None)) if temper is not None else None
+    if tempered is not None:  # lambda_N = 0: the twist starts flat
+        particles = tempered(particles, jnp.zeros(()))
     if carry_x0_prev:
         particles = particles._replace(x0_prev=particles.x0_hat)
     log_w0 = jnp.where(jnp.isnan(particles.log_h), -jnp.inf, particles.log_h)
@@ -174,6 +253,9 @@ def run_smc(
                 log_w=jnp.where(params["resample"], 0.0, particles.log_w)
             )
             moved = jax.vmap(lambda k, p: move(k, p, t, s, index, final))(keys, particles)
+            if tempered is not None and not final:
+                lam = next_lambda(moved, particles.lam[0], tempered, target_ess)
+                moved = tempered(moved, lam)
             if carry_x0_prev:
                 moved = moved._replace(x0_prev=particles.x0_hat)
             return moved, None
@@ -185,7 +267,8 @@ def run_smc(
         new_state, info = smc_base.step(key, state, update_fn, weight_fn, resample_fn)
         num_nan = jnp.sum(jnp.isnan(new_state.particles.incr))
         ess = 1.0 / jnp.sum(new_state.weights**2)
-        step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan)
+        lam = new_state.particles.lam[0] if tempered is not None and not final else jnp.ones(())
+        step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan, jnp.asarray(lam, jnp.float32))
         _progress.tick(index)
         return (new_state, log_z + info.log_likelihood_increment), step_info
 
@@ -196,20 +279,27 @@ def run_smc(
     carry, infos = jax.lax.scan(lambda c, i: one_step(c, i, False), (state, log_z0), head)
     (state, log_z), last_info = one_step(carry, last, True)
     infos = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), infos, last_info)
-    return state, log_z, infos
+    return state, log_z, infos, 1.0 / jnp.sum(weights**2)
 
 
-def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int):
+def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, initial_ess=None,
+               site_log_probs: Callable | None = None):
     """Equally weighted draws (a final resampling of the weighted particles) and the diagnostics
-    of one run, as a :class:`~pp_diffusion.samplers.SamplerOutput`."""
+    of one run, as a :class:`~pp_diffusion.samplers.SamplerOutput`.
+
+    The draws stay in the resampling's order (copies of one particle adjacent, as BlackJAX's schemes
+    return them), so ArviZ's autocorrelation-based ESS of a chain sees the copies instead of
+    counting them as independent draws; ``num_distinct`` is the number of distinct particles among
+    them and ``final_ess`` the Kish ESS of the weights they were drawn with. ``site_log_probs``
+    (x_0 -> one log-probability per observed site) gives ``site_nonfinite``, the number of final
+    particles at which each site is NaN or infinite.
+    """
     num = state.weights.shape[0]
     log_weights = jnp.log(state.weights)
     degenerate = ~jnp.all(jnp.isfinite(state.weights)) | ~jnp.isfinite(log_z)
     safe_weights = jnp.where(degenerate, jnp.full_like(state.weights, 1.0 / num), state.weights)
-    k_resample, k_order = jax.random.split(rng_key)
-    # resampling returns sorted indices: shuffle them so that copies of one particle are not
-    # adjacent draws (ArviZ's autocorrelation-based ESS and R-hat read draw order)
-    idx = jax.random.permutation(k_order, resampling(k_resample, safe_weights, num))
+    k_resample, _ = jax.random.split(rng_key)
+    idx = resampling(k_resample, safe_weights, num)
     draws = state.particles.x[idx]
     # unweighted methods (DPS) can diverge without any weight noticing: flag non-finite draws too
     degenerate = degenerate | ~jnp.all(jnp.isfinite(draws))
@@ -218,6 +308,9 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int):
         "nfe": jnp.full((num,), nfe, jnp.int32),
         "vjp": jnp.full((num,), vjp, jnp.int32),
     }
+    min_ess = jnp.min(infos.ess)
+    if initial_ess is not None:
+        min_ess = jnp.minimum(min_ess, initial_ess)
     run_stats = {
         "log_evidence": jnp.where(degenerate, -jnp.inf, log_z),
         "final_log_weights": log_weights,
@@ -226,8 +319,14 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int):
         "num_nan": infos.num_nan,
         "degenerate": degenerate,
         "final_ess": infos.ess[-1],
-        "low_ess": ~degenerate & (infos.ess[-1] < max(2.0, LOW_ESS_FRACTION * num)),
+        "min_ess": min_ess,
+        "num_distinct": jnp.sum(jnp.bincount(idx, length=num) > 0),
+        "low_ess": ~degenerate & (min_ess < max(2.0, LOW_ESS_FRACTION * num)),
     }
+    if site_log_probs is not None:
+        per_site = jax.vmap(site_log_probs)(state.particles.x)
+        if per_site.shape[1]:
+            run_stats["site_nonfinite"] = jnp.sum(~jnp.isfinite(per_site), axis=0)
     return draws, sample_stats, run_stats
 
 
@@ -236,21 +335,25 @@ STAT_DIMS = {
     "ess": ("step",),
     "resampled": ("step",),
     "num_nan": ("step",),
+    "lam": ("step",),
+    "site_nonfinite": ("site",),
 }
 
 
 def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: int, vjp_per_step: int,
                resampling: Callable, ess_threshold: float, resample_every: int | None = None,
                data_var: float | None = None, weighted: bool = True,
-               extra_settings: dict | None = None) -> Sampler:
+               extra_settings: dict | None = None, twist_names: Callable = dict) -> Sampler:
     """A :class:`~pp_diffusion.Sampler` running :func:`run_smc` with the moves ``moves(fk)``.
 
     ``nfe_per_step`` / ``vjp_per_step`` count network evaluations and VJPs per particle for each
     step after the first evaluation at t_N (which costs one of each kind the method uses); the
     step into clean data reuses the cached x0 prediction and costs none. ``weighted=False`` is
     for methods whose particles carry no weights (DPS, SVDD): uniform weights, NaN log-evidence.
+    ``twist_names`` maps the program's ``{site: twist kind}`` to what the method uses (the DataTree's
+    ``twists`` attribute).
     """
-    _check_positive_int(num_particles, "num_particles")
+    num_particles = _check_positive_int(num_particles, "num_particles")
     if not callable(resampling):
         raise TypeError(
             "resampling must be a function (rng_key, weights, num_samples) -> indices, e.g. "
@@ -259,7 +362,7 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
     if not 0.0 <= float(ess_threshold) <= 1.0:
         raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold}")
     if resample_every is not None:
-        _check_positive_int(resample_every, "resample_every")
+        resample_every = _check_positive_int(resample_every, "resample_every")
     if data_var is not None and not float(data_var) > 0:
         raise ValueError(f"data_var must be positive, got {data_var!r}")
     settings = dict(num_particles=num_particles, resampling=getattr(resampling, "__name__", repr(resampling)),
@@ -269,23 +372,31 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
         return feynman_kac(program, info, data, data_var=data_var)
 
     def run(rng_key, fk: FeynmanKacModel, *, moves=moves) -> SamplerOutput:
-        init_particle, move = moves(fk) if callable(moves) else moves
         k_init, k_run, k_out = jax.random.split(rng_key, 3)
         x_T = fk.prior.initial_noise(k_init, num_particles)
-        state, log_z, infos = run_smc(
+        moves_out = moves(fk) if callable(moves) else moves
+        init_particle, move = moves_out[:2]
+        temper = moves_out[2] if len(moves_out) > 2 else None
+        state, log_z, infos, ess0 = run_smc(
             k_run, x_T=x_T, times=fk.prior.times, init_particle=init_particle, move=move,
             resampling=resampling, ess_threshold=ess_threshold, resample_every=resample_every,
-            weighted=weighted, carry_x0_prev=fk.prior.order == 2,
+            weighted=weighted, carry_x0_prev=fk.prior.order == 2, temper=temper,
+            target_ess=fk.target_ess or 0.5,
         )
         steps = fk.prior.steps
         per_call = fk.prior.model.nfe_per_call  # e.g. 2 under classifier-free guidance
         nfe = (1 + nfe_per_step * (steps - 1)) * per_call
         vjp = 0 if vjp_per_step == 0 else (1 + vjp_per_step * (steps - 1)) * per_call
+        k_sites = jax.random.fold_in(k_out, 1)
         draws, sample_stats, run_stats = smc_output(k_out, state, log_z, infos, resampling=resampling,
-                                                    nfe=nfe, vjp=vjp)
+                                                    nfe=nfe, vjp=vjp, initial_ess=ess0 if weighted else None,
+                                                    site_log_probs=fk.site_log_probs)
+        run_stats.update(draw_checks(fk.prior.model, state.particles.x))
+        if temper is not None:
+            run_stats["lam"] = infos.lam
         if not weighted:
             run_stats["log_evidence"] = jnp.full((), jnp.nan)
-        posterior = {fk.site: draws, **jax.vmap(fk.deterministic)(draws)}
+        posterior = {fk.site: draws, **jax.vmap(fk.deterministic)(jax.random.split(k_sites, num_particles), draws)}
         return SamplerOutput(posterior, sample_stats, run_stats)
 
-    return Sampler(name, settings, setup, run, STAT_DIMS)
+    return Sampler(name, settings, setup, run, STAT_DIMS, twists=twist_names)

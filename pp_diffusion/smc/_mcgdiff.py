@@ -96,18 +96,20 @@ class _Observation:
 
     def __init__(self, fk: FeynmanKacModel, kappa: float, data_cov=None):
         lg = fk.linear_gaussian
-        if lg is None:
+        if not fk.all_linear_gaussian:
+            others = [name for name, kind in fk.twists.items() if kind != "linear_gaussian"]
             raise ValueError(
                 "mcgdiff needs linear-Gaussian observations: every observed site of the program must be "
                 "numpyro.sample(name, dist.Normal(A(x) + b, sigma), obs=y) with A linear in the diffusion "
-                "site and sigma free of it, and no factors"
+                "site and sigma free of it (masks and handlers.scale are fine), and no factors; "
+                f"these sites are not: {others or 'no observed site'}"
             )
         s = np.asarray(lg.s, dtype=np.float64)
-        dy = lg.y.shape[0]
-        if s.shape[0] < dy or np.any(s <= 1e-6 * s.max()):
-            raise ValueError(
-                f"mcgdiff needs an operator of full row rank: got {dy} observations and singular values {s}"
-            )
+        if s.size == 0:
+            raise ValueError("mcgdiff: the observation does not depend on the diffusion site (its operator is zero)")
+        # Stacked, replicated or rank-deficient observations are reduced exactly: only U^T y_white, the
+        # rank(A) coordinates along range(U), depends on x; the rest, u_perp^T y_white, is a constant
+        # factor of the likelihood, added to the evidence below.
         sched, times = fk.prior.model.schedule, np.asarray(fk.prior.times, dtype=np.float64)
         alphas = np.asarray(sched.alpha(jnp.asarray(times)), dtype=np.float64)
         sigmas = np.asarray(sched.sigma(jnp.asarray(times)), dtype=np.float64)
@@ -135,7 +137,13 @@ class _Observation:
             self.cov_values = jnp.asarray(values, jnp.float32)
             self.cov_vecs = jnp.asarray(vectors, jnp.float32)
             self.vt_vecs = jnp.asarray(np.asarray(lg.vt, np.float64) @ vectors, jnp.float32)
-        self.log_z_correction = float(np.sum(np.log(a_tau)) - np.sum(np.log(s)) - 0.5 * float(lg.log_det_noise))
+        # log N(y; A x, Sigma_y) = sum_i log N(ybar_i; xbar_i, 1 / s_i^2) - sum log s_i - log det Sigma_y / 2
+        #   - |u_perp^T y_white|^2 / 2 - (dy - rank) log(2 pi) / 2 (+ the scale handlers' constant)
+        outside = lg.u_perp.T @ lg.y_white  # traced: y is an argument of infer's compiled run
+        self.log_z_correction = (
+            float(np.sum(np.log(a_tau)) - np.sum(np.log(s)) - 0.5 * float(lg.log_det_noise) + float(lg.log_const))
+            - 0.5 * jnp.sum(outside**2) - 0.5 * (lg.y.shape[0] - s.shape[0]) * _LOG_2PI
+        )
 
     def twist_params(self, sched, t):
         """(mean, var) of the twist of every coordinate at time t (before its pinning time)."""

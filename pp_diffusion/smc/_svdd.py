@@ -1,8 +1,8 @@
 """SVDD: soft value-based decoding in diffusion models (Li et al., 2024), derivative-free.
 
 At every step each particle draws M children from the prior kernel p(x_s | x_t), scores them with
-the soft value v(x_s) = log h_s(x_s) (the program's twist: the reward or log-likelihood of the
-Tweedie estimate xhat_0(x_s)), and keeps one with probability proportional to
+the soft value v(x_s) = log h_s(x_s) (the program's twists, :mod:`pp_diffusion.twists`, with tempered
+sites at full strength: the plain look-ahead log G(xhat_0(x_s))), and keeps one with probability proportional to
 exp(v / temperature) (the paper's "PM" variant; temperature -> 0 keeps the best child). Particles
 stay independent and unweighted: SVDD targets p_theta(x_0) G(x_0)^(1/temperature) only
 approximately and gives no evidence estimate (reported as NaN).
@@ -37,7 +37,10 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
 
         def value(child):
             x0 = model.denoise(child, s)
-            return potential.log_h(child, x0, s, alpha, sigma), x0
+            v = potential.log_h(child, x0, s, alpha, sigma)
+            if potential.lookahead is not None:  # tempered sites: the plain look-ahead (SVDD has no weights)
+                v = v + potential.lookahead(x0)
+            return v, x0
 
         values, x0s = jax.vmap(value)(children)
         logits = jnp.where(jnp.isnan(values), -jnp.inf, values) / temperature
@@ -58,7 +61,7 @@ def svdd(num_particles: int = 1000, num_candidates: int = 10, *, temperature: fl
     (exact tilted mean of x_1 2.20, sd 1.07; 50 steps, 4 children) alpha = 1 gives mean 1.72-1.75,
     sd 1.3, and alpha = 0.01 gives 5.53, sd 0.45: far past the tilted target, into the reward's tail.
     """
-    _check_positive_int(num_candidates, "num_candidates")
+    num_candidates = _check_positive_int(num_candidates, "num_candidates")
     if not float(temperature) > 0:
         raise ValueError(f"temperature must be positive, got {temperature!r}")
     moves = lambda fk: _svdd_moves(fk, num_candidates, float(temperature))
@@ -67,5 +70,6 @@ def svdd(num_particles: int = 1000, num_candidates: int = 10, *, temperature: fl
         # uniform weights and ess_threshold = 0: never resamples; systematic only draws the final sample
         resampling=resampling_lib.systematic, ess_threshold=0.0, weighted=False,
         extra_settings={"num_candidates": num_candidates, "temperature": float(temperature)},
+        twist_names=lambda kinds: {k: "lookahead" if v == "tempered" else v for k, v in kinds.items()},
     )
 

@@ -38,12 +38,12 @@ def test_dps_normalized_step_does_not_diverge_where_the_constant_one_does():
     post = GMM.posterior(A, Y, SIGMA**2)
     exact = np.asarray(post.sample(jax.random.key(0), 50_000), np.float64)
 
-    const, caught = _run(program, ppd.guidance.dps(1.0, 1000), y=Y)
+    const, caught = _run(program, ppd.guidance.dps(1000, normalize=False), y=Y)
     assert np.all(const.sample_stats["degenerate"].values)
     assert np.all(np.isnan(const.posterior["x"].values))
     assert any("degenerated" in m for m in caught)
 
-    normed, caught = _run(program, ppd.guidance.dps(0.1, 1000, normalize=True), y=Y)
+    normed, caught = _run(program, ppd.guidance.dps(1000, scale=0.1, normalize=True), y=Y)
     x = np.asarray(normed.posterior["x"].values, np.float64).reshape(-1, 2)
     assert np.all(np.isfinite(x)) and not np.any(normed.sample_stats["degenerate"].values)
     resid = np.median(np.abs(x @ A.T - Y))
@@ -52,7 +52,7 @@ def test_dps_normalized_step_does_not_diverge_where_the_constant_one_does():
     assert resid < 0.25
     np.testing.assert_allclose(x.mean(axis=0), exact.mean(axis=0), atol=0.3)
     attrs = normed.posterior.attrs
-    assert attrs["sampler_normalize"] == 1 and attrs["sampler_scale"] == pytest.approx(0.1)
+    assert attrs["sampler_normalize"] == "True" and attrs["sampler_scale"] == pytest.approx(0.1)
 
 
 def test_dps_normalized_step_needs_linear_gaussian_observations():
@@ -63,9 +63,9 @@ def test_dps_normalized_step_needs_linear_gaussian_observations():
         numpyro.sample("y", dist.Laplace(x[0], 0.1), obs=y)
 
     with pytest.raises(ValueError, match="normalize=True"):
-        ppd.infer(program, ppd.guidance.dps(1.0, 16, normalize=True), jax.random.key(0), y=1.0)
+        ppd.infer(program, ppd.guidance.dps(16, normalize=True), jax.random.key(0), y=1.0)
     with pytest.raises(TypeError, match="normalize"):
-        ppd.guidance.dps(1.0, 16, normalize="yes")
+        ppd.guidance.dps(16, normalize="yes")
 
 
 def test_svdd_temperature_one_aims_at_the_tilt_and_small_temperatures_maximise():
