@@ -243,6 +243,64 @@ class GaussianMixture(eqx.Module):
         w = np.exp(lw - lw.max())
         return GaussianMixture(w, post_mu, post_C)
 
+    # ------------------------------------------------------------------ rewards, classifiers, constraints
+    def _dense64(self):
+        """(float64 weights, means, covariances) for the closed forms below."""
+        w = np.exp(np.asarray(self.log_weights, np.float64))
+        vals = np.asarray(self.eigvals, np.float64)
+        if self.eigvecs is None:
+            C = vals[:, :, None] * np.eye(self.dim)
+        else:
+            Q = np.asarray(self.eigvecs, np.float64)
+            C = np.einsum("kij,kj,klj->kil", Q, vals, Q)
+        return w / w.sum(), np.asarray(self.means, np.float64), C
+
+    def tilt(self, a, lam: float = 1.0) -> tuple["GaussianMixture", float]:
+        """The linear reward tilt p(x) exp(lam a . x) / Z: component k becomes N(mu_k + lam C_k a, C_k)
+        with weight proportional to w_k exp(lam a . mu_k + lam^2 a^T C_k a / 2); returns the tilted
+        mixture and log Z = log E[exp(lam a . x)]."""
+        w, mu, C = self._dense64()
+        a = np.asarray(a, np.float64).reshape(self.dim)
+        shift = lam * np.einsum("kij,j->ki", C, a)
+        log_terms = np.log(w) + lam * mu @ a + 0.5 * lam**2 * np.einsum("i,kij,j->k", a, C, a)
+        m = log_terms.max()
+        log_z = float(m + np.log(np.exp(log_terms - m).sum()))
+        return GaussianMixture(np.exp(log_terms - m), mu + shift, C), log_z
+
+    def group_log_posterior(self, x, groups, alpha=1.0, sigma=0.0):
+        """log p(c | x_t = x) for the Bayes classifier whose classes are groups of components: ``groups``
+        is a length-K integer array of class labels, p(c | x_t) = sum_{k: groups_k = c} w_k p_t^k(x) / p_t(x).
+        At (alpha, sigma) = (1, 0) the clean classifier; at a noise level, the exact noise-conditional
+        one, which is E[p(c | x_0) | x_t]: the ideal twist of an observed class. One x of shape (d,);
+        returns the (num_classes,) log-probabilities."""
+        groups = np.asarray(groups)
+        terms, _, _ = self._component_terms(x, alpha, sigma)
+        num = int(groups.max()) + 1
+        member = jnp.asarray(groups[None, :] == np.arange(num)[:, None])
+        per_class = logsumexp(jnp.where(member, terms[None, :], -jnp.inf), axis=1)
+        return per_class - logsumexp(terms)
+
+    def condition_on_group(self, groups, c: int) -> tuple["GaussianMixture", float]:
+        """Conditioning on class c of :meth:`group_log_posterior`: the mixture of group c's components,
+        and log p(c) = log sum_{k in c} w_k."""
+        w, mu, C = self._dense64()
+        keep = np.asarray(groups) == c
+        if not keep.any():
+            raise ValueError(f"no component has class {c}")
+        return GaussianMixture(w[keep], mu[keep], C[keep]), float(np.log(w[keep].sum()))
+
+    def halfspace_log_mass(self, a, b: float) -> float:
+        """log P(a . x > b): sum_k w_k Phi((a . mu_k - b) / sqrt(a^T C_k a)), the normaliser of the hard
+        constraint G(x) = 1[a . x > b]."""
+        from scipy.special import log_ndtr
+
+        w, mu, C = self._dense64()
+        a = np.asarray(a, np.float64).reshape(self.dim)
+        sd = np.sqrt(np.einsum("i,kij,j->k", a, C, a))
+        terms = np.log(w) + log_ndtr((mu @ a - b) / sd)
+        m = terms.max()
+        return float(m + np.log(np.exp(terms - m).sum()))
+
     # ------------------------------------------------------------------ as a diffusion model
     def diffusion_model(self, schedule: Schedule, parameterization: str = "x0", name: str = "gmm") -> DiffusionModel:
         """This mixture as a :class:`DiffusionModel` whose network is the exact prediction of the given kind."""

@@ -94,6 +94,9 @@ class Particle(NamedTuple):
     lookahead_x0
         Under adaptive tempering, log G_T at one draw of x_0 ~ N(xhat_0(x_t), r_t^2 I): where the
         particle may still end, for the choice of lambda.
+    origin
+        The index of the initial particle this one descends from (resampling copies it), for
+        ``num_lineages``.
     """
 
     x: jax.Array
@@ -107,6 +110,7 @@ class Particle(NamedTuple):
     lookahead: jax.Array = jnp.zeros(())
     lam: jax.Array = jnp.ones(())
     lookahead_x0: jax.Array = jnp.zeros(())
+    origin: jax.Array = jnp.zeros((), jnp.int32)
 
 
 class SMCInfo(NamedTuple):
@@ -213,7 +217,7 @@ def run_smc(
     the conditional ESS kept at ``target_ess``.
     """
     num = x_T.shape[0]
-    particles = jax.vmap(init_particle)(x_T)
+    particles = jax.vmap(init_particle)(x_T)._replace(origin=jnp.arange(num, dtype=jnp.int32))
     tempered = jax.vmap(temper, in_axes=(0, None)) if temper is not None else None
     if tempered is not None:  # lambda_N = 0: the twist starts flat
         particles = tempered(particles, jnp.zeros(()))
@@ -253,6 +257,7 @@ def run_smc(
                 log_w=jnp.where(params["resample"], 0.0, particles.log_w)
             )
             moved = jax.vmap(lambda k, p: move(k, p, t, s, index, final))(keys, particles)
+            moved = moved._replace(origin=particles.origin)
             if tempered is not None and not final:
                 lam = next_lambda(moved, particles.lam[0], tempered, target_ess)
                 moved = tempered(moved, lam)
@@ -290,7 +295,9 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, 
     The draws stay in the resampling's order (copies of one particle adjacent, as BlackJAX's schemes
     return them), so ArviZ's autocorrelation-based ESS of a chain sees the copies instead of
     counting them as independent draws; ``num_distinct`` is the number of distinct particles among
-    them and ``final_ess`` the Kish ESS of the weights they were drawn with. ``site_log_probs``
+    them, ``num_lineages`` the number of initial particles they descend from (resampling along the run
+    makes later particles share ancestors: path degeneracy) and ``final_ess`` the Kish ESS of the
+    weights they were drawn with. ``site_log_probs``
     (x_0 -> one log-probability per observed site) gives ``site_nonfinite``, the number of final
     particles at which each site is NaN or infinite.
     """
@@ -321,6 +328,7 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, 
         "final_ess": infos.ess[-1],
         "min_ess": min_ess,
         "num_distinct": jnp.sum(jnp.bincount(idx, length=num) > 0),
+        "num_lineages": jnp.sum(jnp.bincount(state.particles.origin[idx], length=num) > 0),
         "low_ess": ~degenerate & (min_ess < max(2.0, LOW_ESS_FRACTION * num)),
     }
     if site_log_probs is not None:
