@@ -1,8 +1,9 @@
 """Feynman–Kac SMC over the reverse diffusion chain, on ``blackjax.smc.base.step``.
 
 Particles move backward along the prior's time grid t_N = 1 > ... > t_0 = 0. A method supplies
-``init_particle(x_T)`` and ``move(rng_key, particle, t, s, index, final)`` (``index`` counts steps
-from 0; ``final`` is a Python bool, true for the last step into clean data): the move proposes x_s ~ q(. | x_t)
+``init_particle(x_T)`` (an unevaluated particle) and ``move(rng_key, particle, t, s, index, final)``
+(``index`` counts steps from 0, and is -1 for the evaluation of the initial particle at t = s = t_N;
+``final`` is a Python bool, true for the last step into clean data): the move proposes x_s ~ q(. | x_t)
 and returns the incremental log-weight
 
 .. math::  \\log w = \\log h_s(x_s) + \\log p_\\theta(x_s \\mid x_t) - \\log h_t(x_t) - \\log q(x_s \\mid x_t),
@@ -207,39 +208,41 @@ def run_smc(
 
     Returns ``(final SMCState, log_evidence, stacked SMCInfo, ESS of the initial weights)``. ``resample_every`` (when
     given) resamples on a fixed interval of steps, as FK steering does; otherwise the step
-    resamples when the ESS is below ``ess_threshold * N``. ``weighted=False`` starts from uniform
+    resamples when the ESS is below ``ess_threshold * N``. ``weighted=False`` keeps uniform
     weights (for methods whose particles are never weighted). ``carry_x0_prev`` gives every moved
     particle its ancestor's ``x0_hat`` as ``x0_prev`` (the initial particles their own).
 
+    ``init_particle(x_T)`` makes an unevaluated particle (no network call: ``log_h`` 0); the first
+    step of the scan, with ``index = -1`` and t = s = t_N, is ``move``'s evaluation of it (x_s = x_T, no
+    proposal), which gives the initial weights h_N(x_N). Every later step moves t -> s; the last one,
+    into clean data, is a ``lax.cond`` branch calling ``move(..., final=True)``. So one ``lax.scan`` body
+    holds the network and one BlackJAX step, whatever the method: compiled once, in a time flat in the
+    number of steps.
+
     ``temper(particle, lam) -> particle`` (adaptive tempering, see the module docstring) completes a
-    particle that ``init_particle`` or a non-final ``move`` left with its twist's parts apart: its
-    ``log_h``, ``aux`` and ``incr`` at exponent ``lam``. The exponent of each step is chosen here, with
-    the conditional ESS kept at ``target_ess``.
+    particle that a non-final ``move`` left with its twist's parts apart: its ``log_h``, ``aux`` and
+    ``incr`` at exponent ``lam``. The exponent of each step is chosen here, with the conditional ESS
+    kept at ``target_ess`` (0 at the initial evaluation).
     """
     num = x_T.shape[0]
+    num_steps = times.shape[0] - 1
     particles = jax.vmap(init_particle)(x_T)._replace(origin=jnp.arange(num, dtype=jnp.int32))
     tempered = jax.vmap(temper, in_axes=(0, None)) if temper is not None else None
-    if tempered is not None:  # lambda_N = 0: the twist starts flat
-        particles = tempered(particles, jnp.zeros(()))
-    if carry_x0_prev:
-        particles = particles._replace(x0_prev=particles.x0_hat)
-    log_w0 = jnp.where(jnp.isnan(particles.log_h), -jnp.inf, particles.log_h)
-    if not weighted:
-        log_w0 = jnp.zeros_like(log_w0)
-    log_z0 = logsumexp(log_w0) - jnp.log(num)
-    weights = jnp.exp(log_w0 - logsumexp(log_w0))
-    state = smc_base.SMCState(particles, weights, {"resample": jnp.asarray(False)})
-    num_steps = times.shape[0] - 1
+    if tempered is not None:
+        particles = particles._replace(lam=jnp.zeros(num))
+    state = smc_base.SMCState(particles, jnp.full((num,), 1.0 / num), {"resample": jnp.asarray(False)})
 
-    def one_step(carry, inputs, final):
+    def one_step(carry, inputs):
         state, log_z = carry
         key, t, s, index = inputs
+        first, final = index < 0, index == num_steps - 1
         ess_before = 1.0 / jnp.sum(state.weights**2)
         if resample_every is None:
             do_resample = ess_before < ess_threshold * num
         else:
             do_resample = (index % resample_every == 0) & (index > 0)
-        log_w = jnp.log(num * state.weights)
+        do_resample = do_resample & ~first
+        log_w = jnp.where(first, 0.0, jnp.log(num * state.weights))
         state = smc_base.SMCState(
             state.particles._replace(log_w=log_w), state.weights, {"resample": do_resample}
         )
@@ -252,39 +255,49 @@ def run_smc(
                 key, weights,
             )
 
+        def moved_by(keys, particles, last: bool):
+            moved = jax.vmap(lambda k, p: move(k, p, t, s, index, last))(keys, particles)
+            if tempered is not None and not last:
+                lam = jnp.where(first, 0.0, next_lambda(moved, particles.lam[0], tempered, target_ess))
+                moved = tempered(moved, lam)
+            return moved
+
         def update_fn(keys, particles, params):
             particles = particles._replace(
                 log_w=jnp.where(params["resample"], 0.0, particles.log_w)
             )
-            moved = jax.vmap(lambda k, p: move(k, p, t, s, index, final))(keys, particles)
+            moved = jax.lax.cond(final, lambda: moved_by(keys, particles, True),
+                                 lambda: moved_by(keys, particles, False))
             moved = moved._replace(origin=particles.origin)
-            if tempered is not None and not final:
-                lam = next_lambda(moved, particles.lam[0], tempered, target_ess)
-                moved = tempered(moved, lam)
             if carry_x0_prev:
-                moved = moved._replace(x0_prev=particles.x0_hat)
+                moved = moved._replace(x0_prev=jnp.where(first, moved.x0_hat, particles.x0_hat))
+            if not weighted:
+                moved = moved._replace(incr=jnp.zeros_like(moved.incr))
             return moved, None
 
         def weight_fn(particles):
+            # a particle of weight zero stays there: its next increment may be +inf (a twist back from
+            # -inf, e.g. a hard constraint), and -inf + inf is NaN, which would spoil every weight
             incr = jnp.where(jnp.isnan(particles.incr), -jnp.inf, particles.incr)
-            return particles.log_w + incr
+            log_w = particles.log_w + incr
+            return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
 
         new_state, info = smc_base.step(key, state, update_fn, weight_fn, resample_fn)
         num_nan = jnp.sum(jnp.isnan(new_state.particles.incr))
         ess = 1.0 / jnp.sum(new_state.weights**2)
-        lam = new_state.particles.lam[0] if tempered is not None and not final else jnp.ones(())
+        lam = jnp.where(final, 1.0, new_state.particles.lam[0]) if tempered is not None else jnp.ones(())
         step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan, jnp.asarray(lam, jnp.float32))
-        _progress.tick(index)
+        _progress.tick(jnp.maximum(index, 0))
         return (new_state, log_z + info.log_likelihood_increment), step_info
 
+    # the moves' keys as before the initial evaluation joined the scan; that step's own draws are unused
     keys = jax.random.split(rng_key, num_steps)
-    inputs = (keys, times[:-1], times[1:], jnp.arange(num_steps))
-    head = jax.tree.map(lambda a: a[:-1], inputs)
-    last = jax.tree.map(lambda a: a[-1], inputs)
-    carry, infos = jax.lax.scan(lambda c, i: one_step(c, i, False), (state, log_z0), head)
-    (state, log_z), last_info = one_step(carry, last, True)
-    infos = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), infos, last_info)
-    return state, log_z, infos, 1.0 / jnp.sum(weights**2)
+    keys = jnp.concatenate([jax.random.fold_in(rng_key, num_steps)[None], keys])
+    inputs = (keys, jnp.concatenate([times[:1], times[:-1]]), jnp.concatenate([times[:1], times[1:]]),
+              jnp.arange(-1, num_steps))
+    (state, log_z), infos = jax.lax.scan(one_step, (state, jnp.zeros(())), inputs)
+    initial_ess = infos.ess[0]
+    return state, log_z, jax.tree.map(lambda a: a[1:], infos), initial_ess
 
 
 def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, initial_ess=None,

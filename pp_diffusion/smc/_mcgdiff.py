@@ -203,19 +203,23 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
         x_s = x_s + obs.vt.T @ jnp.where(active, xbar_new - obs.vt @ x_s, 0.0)
         return x_s.reshape(x.shape)
 
-    def init_particle(x_T):
-        x0_hat = model.denoise(x_T, times[0])
+    def init_particle(x_T):  # unevaluated: run_smc's first step (index -1) evaluates it
         zeros = jnp.zeros(())
-        p = _base.Particle(x_T, x0_hat, zeros, jnp.zeros_like(x_T), zeros, zeros, zeros, x0_hat)
-        if adapted:  # h_N times the first step's weight, applied before its move: its predictive
-            log_h = log_weight(p, times[0], times[1], 0, steps == 1)[0]
-        else:
-            mean, var, active = obs.factor_params(sched, times[0], 0)
-            log_h = jnp.sum(jnp.where(active, _log_normal(obs.vt @ x_T.reshape(-1), mean, var), 0.0))
-        return p._replace(log_h=log_h, x0_prev=None)  # run_smc sets x0_prev
+        return _base.Particle(x_T, jnp.zeros_like(x_T), zeros, jnp.zeros_like(x_T), zeros, zeros, zeros)
+
+    def initial_log_h(p):
+        """h_N(x_N) of the evaluated initial particle (with ``adapted``, times the first step's weight,
+        applied before its move: its predictive)."""
+        if adapted:
+            return log_weight(p._replace(x0_prev=p.x0_hat), times[0], times[1], 0, steps == 1)[0]
+        mean, var, active = obs.factor_params(sched, times[0], 0)
+        return jnp.sum(jnp.where(active, _log_normal(obs.vt @ p.x.reshape(-1), mean, var), 0.0))
 
     def move(rng_key, p, t, s, index, final):
+        first = index < 0
         x_s = propose(rng_key, p, t, s, index, final)
+        if not final:
+            x_s = jnp.where(first, p.x, x_s)
         x0_hat = x_s if final else model.denoise(x_s, s)
         new = p._replace(x=x_s, x0_hat=x0_hat)
         if not adapted:
@@ -228,6 +232,10 @@ def _mcgdiff_moves(fk: FeynmanKacModel, obs: _Observation, adapted: bool = False
             # at x_s, whose previous prediction (run_smc sets it after the move) is x_t's
             log_pred, log_den = log_weight(new._replace(x0_prev=p.x0_hat), s, s_next, index + 1, index + 2 == steps)
             incr = log_pred - log_den
+        if not final:
+            log_h0 = initial_log_h(new)
+            incr = jnp.where(first, log_h0, incr)
+            new = new._replace(log_h=jnp.where(first, log_h0, new.log_h))
         return new._replace(incr=incr)
 
     return init_particle, move
@@ -326,16 +334,17 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
         log_pq = jnp.where(active, -0.5 * (dev**2 / c2 - xi**2) - 0.5 * jnp.log(c2 / post_var), 0.0)
         return x_s + vt.T @ jnp.where(active, u_s - vt @ x_s, 0.0), jnp.sum(log_pq)
 
-    def init_particle(x_T):
-        x0_hat = model.denoise(x_T, times[0])
+    def init_particle(x_T):  # unevaluated: run_smc's first step (index -1) evaluates it
         zeros = jnp.zeros(())
-        before, pinned = log_h(x_T, x0_hat, times[0], 0)
-        return _base.Particle(x_T, x0_hat, before + pinned, jnp.zeros_like(x_T), before, zeros, zeros)
+        return _base.Particle(x_T, jnp.zeros_like(x_T), zeros, jnp.zeros_like(x_T), zeros, zeros, zeros)
 
     def move(rng_key, p, t, s, index, final):
+        first = index < 0
         mean, std = _prior_kernel(fk, p, t, s, index, final)
         x_s, log_pq = propose(rng_key, p, mean, std, s, index)
         x_s = x_s.reshape(p.x.shape)
+        if not final:  # index -1 evaluates the initial particle at t = s = t_N
+            x_s, log_pq = jnp.where(first, p.x, x_s), jnp.where(first, 0.0, log_pq)
         x0_hat = x_s if final else model.denoise(x_s, s)
         before, pinned = log_h(x_s, x0_hat, s, index + 1)
         incr = before + pinned - p.aux + log_pq

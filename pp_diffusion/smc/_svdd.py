@@ -32,7 +32,8 @@ def _svdd_moves(fk: FeynmanKacModel, num_candidates: int, temperature: float):
         mean, std, _ = prior_kernel(fk.prior, p, t, s, index)
         k_children, k_pick = jax.random.split(rng_key)
         noise = jax.random.normal(k_children, (num_candidates, *p.x.shape), p.x.dtype)
-        children = mean + std * noise
+        # index -1 evaluates the initial particle: every "child" is x_T itself
+        children = jnp.where(index < 0, p.x, mean + std * noise)
         alpha, sigma = model.schedule.alpha(s), model.schedule.sigma(s)
 
         def value(child):

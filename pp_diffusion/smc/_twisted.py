@@ -80,7 +80,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     tempering = potential.lookahead is not None and weighted
     start = -jnp.inf if path == "max" else 0.0
 
-    def evaluate(x, t, aux_prev, first, lam_prev=1.0):
+    def evaluate(x, t, aux_prev, first, lam_prev):
         alpha, sigma = model.schedule.alpha(t), model.schedule.sigma(t)
 
         def twist(y):
@@ -101,9 +101,9 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
         if tempering:  # the twist's parts apart, for temper(): fixed in log_h, the path so far in aux
             return Particle(x, x0_hat, fixed, grad, aux_prev, jnp.zeros(()), jnp.zeros(()), lookahead=raw)
         if path == "max":
-            aux = value if first else jnp.maximum(aux_prev, value)
+            aux = jnp.where(first, value, jnp.maximum(aux_prev, value))
         elif path == "sum":
-            aux = value if first else aux_prev + value
+            aux = jnp.where(first, value, aux_prev + value)
         else:
             aux = value
         return Particle(x, x0_hat, aux, grad, aux, jnp.zeros(()), jnp.zeros(()))
@@ -113,9 +113,10 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
         aux = jnp.maximum(p.aux, r) if path == "max" else p.aux + r if path == "sum" else r
         return p._replace(log_h=aux, aux=aux, incr=p.incr + aux, lam=lam_t)
 
-    def init_particle(x_T):
-        p = evaluate(x_T, fk.prior.times[0], jnp.asarray(start), True, 0.0)
-        return p._replace(lam=jnp.zeros(())) if tempering else p
+    def init_particle(x_T):  # unevaluated: run_smc's first step (index -1) evaluates it
+        zeros = jnp.zeros(())
+        p = Particle(x_T, jnp.zeros_like(x_T), zeros, jnp.zeros_like(x_T), jnp.asarray(start), zeros, zeros)
+        return p._replace(lam=zeros) if tempering else p
 
     def final_particle(x_s):
         return Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
@@ -135,13 +136,14 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
                 x_s = mean_p + std * jax.random.normal(rng_key, p.x.shape, p.x.dtype)
             new = final_particle(x_s)._replace(aux=p.aux, log_w=p.log_w, lam=p.lam)
             log_q_ratio = 0.0
-        else:
+        else:  # index -1 evaluates the initial particle (x_s = x_T, no proposal); the proposal is then unused
+            first = index < 0
             shift = guidance_scale * (k if score_step else 1.0) * p.grad_log_h
             mean_q = mean_p + shift if guided else mean_p
             noise = jax.random.normal(rng_key, p.x.shape, p.x.dtype)
-            x_s = mean_q + std * noise
-            new = evaluate(x_s, s, p.aux, False, p.lam)._replace(log_w=p.log_w, lam=p.lam)
-            log_q_ratio = gaussian_log_ratio(noise, shift, std) if guided else 0.0
+            x_s = jnp.where(first, p.x, mean_q + std * noise)
+            new = evaluate(x_s, s, p.aux, first, p.lam)._replace(log_w=p.log_w, lam=p.lam)
+            log_q_ratio = jnp.where(first, 0.0, gaussian_log_ratio(noise, shift, std)) if guided else 0.0
             if tempering:  # temper() adds the new twist once lambda is chosen
                 z = jax.random.normal(jax.random.fold_in(rng_key, 1), p.x.shape, p.x.dtype)
                 ahead = potential.lookahead(new.x0_hat + jnp.sqrt(fk.final_var(s)) * z)

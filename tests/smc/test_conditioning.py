@@ -386,12 +386,12 @@ CASES = [(2, name) for name in C.PROBLEMS_2D] + [(8, name) for name in C.PROBLEM
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_conditioning_converges_to_the_exact_answer(dim, name, sampler):
     """From 256 to 4,096 particles the sliced distance to the exact posterior falls and |log Z error| does
-    not grow (medians of 4 runs; +0.05 nat of slack where both are at the 100-step chain's own bias, about
-    0.1 nat on the linear tilt); at 4,096 the median |log Z error| of bootstrap and twisted SMC is below
+    not grow (medians of 4 runs; +0.1 nat of slack where both are at the 100-step chain's own bias, about
+    0.1 nat on the linear tilts); at 4,096 the median |log Z error| of bootstrap and twisted SMC is below
     0.5 nat in d = 2 and 1 nat in d = 8."""
     err_small, dist_small, _ = _run(dim, name, sampler, 256)
     err_big, dist_big, floor_big = _run(dim, name, sampler, 4096)
     assert np.median(dist_big) < np.median(dist_small)
-    assert np.median(err_big) <= np.median(err_small) + 0.05
+    assert np.median(err_big) <= np.median(err_small) + 0.1
     if sampler in ("bootstrap", "twisted"):
         assert np.median(err_big) < (0.5 if dim == 2 else 1.0)
