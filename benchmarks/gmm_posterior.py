@@ -124,6 +124,7 @@ def samplers(n):
         ("mcgdiff(paper)", "mcgdiff", ppd.smc.mcgdiff(n, twist="forward", ess_threshold=1.0, adapted=True)),
         ("oracle twist", "oracle", None),  # built per problem: oracle_sampler
         ("mcgdiff(data_cov)", "mcgdiff", None),  # built per problem: the prior's estimated covariance
+        ("dps", "dps", ppd.guidance.dps(n)),  # the default: the normalised step for linear-Gaussian observations
     ]
 
 
@@ -341,6 +342,7 @@ def run_infer(program, sampler, key, data, timed=True, num_chains=1):
         "resampled": int(get("resampled", np.zeros(1)).sum()),
         "num_nan": int(get("num_nan", np.zeros(1)).sum()),
         "degenerate": bool(get("degenerate", np.zeros(1, bool)).any()),
+        "out_of_support": int(get("out_of_support", np.zeros(1)).sum()),
         "min_ess": float(get("ess", np.full(1, np.nan)).min()),
         "first": first,
         "second": second,
@@ -471,7 +473,7 @@ def print_config(args, steps, d, dy, probs, results, refkeys, prior_ratios, wall
     print(f"Log-evidence error log Zhat - log Z (nats) and cost, d = {d}, dy = {dy}, {steps} steps")
     header = ["sampler", "logZ err per problem", "mean", "mean |.|", "reference", "NFE", "VJP",
               "wall s", "CPU s", "first call s", "resampling steps", "min ESS", "NaN incr", "degenerate",
-              "non-finite draws"]
+              "non-finite draws", "out of support"]
     rows = []
     for label, rs in results.items():
         errs = [r["logz_err"] for r in rs]
@@ -492,13 +494,15 @@ def print_config(args, steps, d, dy, probs, results, refkeys, prior_ratios, wall
             str(sum(r["num_nan"] for r in rs)),
             f"{sum(r['degenerate'] for r in rs)}/{len(rs)}",
             str(sum(r["bad_draws"] for r in rs)),
+            str(sum(r["out_of_support"] for r in rs)),
         ])
     print_table(header, rows)
     print("(wall s / CPU s: median over problems of one steady-state infer() call, end to end, 1 chain; 'first call s':")
     print(" the compiling first call; resampling steps: mean per run; min ESS: lowest ESS after reweighting over steps")
     print(" and problems; NaN incr: incremental log-weights that were NaN, summed over runs; degenerate: runs the")
     print(" sampler flagged; non-finite draws: draws with a NaN/inf coordinate, summed over runs; a run with any has")
-    print(" SW1 = nan, counted as +inf in the median.)")
+    print(" SW1 = nan, counted as +inf in the median; out of support: finite draws beyond 10 data standard deviations,")
+    print(" summed over runs.)")
 
 
 # --------------------------------------------------------------------------- (b) SMC overhead

@@ -13,7 +13,6 @@ site per step (x_T, then the scanned site ``x`` with a leading step axis, then x
 from __future__ import annotations
 
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +30,23 @@ from pp_diffusion.x0_variance import DenoisingVariance
 __all__ = ["DiffusionPrior"]
 
 
-def _warn_nonfinite(count, name):
-    if int(count) == 0:
+def _check_network(model, times) -> None:
+    """Evaluate the network once, eagerly, where every chain starts (x_T = 0 and a unit draw, at t_N and
+    mid-chain): a network that returns NaN or inf there would make every draw NaN, silently under
+    ``numpyro.infer.Predictive``. Skipped when the model is being traced (a prior built inside jit)."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(model)):
         return
-    warnings.warn(f"DiffusionPrior: {int(count)} draw(s) of model {name!r} are not finite (NaN or inf): the "
-                  "network returned non-finite values", RuntimeWarning, stacklevel=2)
+    with jax.ensure_compile_time_eval():
+        x = jax.random.normal(jax.random.key(0), model.event_shape)
+        for t in (times[0], times[len(times) // 2]):
+            for point in (jnp.zeros_like(x), x):
+                out = model.denoise(point, t)
+                if not bool(jnp.all(jnp.isfinite(out))):
+                    raise ValueError(
+                        f"model {model.name!r}: its network returns non-finite values (NaN or inf) at t = {float(t):.3g} "
+                        "for a standard-normal input, where every reverse chain starts; check the network and its "
+                        "parameterization"
+                    )
 
 
 class DiffusionPrior(dist.Distribution):
@@ -103,6 +114,7 @@ class DiffusionPrior(dist.Distribution):
         self.order = order
         self.eta = None if integrator is not None else (1.0 if eta is None else float(eta))
         self.integrator = integrator if integrator is not None else ddim(self.eta, x0_var, order)
+        _check_network(model, self.times)
         super().__init__(batch_shape=(), event_shape=model.event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False)
@@ -126,9 +138,6 @@ class DiffusionPrior(dist.Distribution):
         keys = jax.random.split(k_chain, num)
         run = lambda k, x: integrate(k, self.integrator, self.model, x, self.times)[0]
         x_0 = jax.vmap(run)(keys, x_T)
-        bad = jnp.sum(~jnp.all(jnp.isfinite(x_0.reshape(num, -1)), axis=1))
-        # numpyro.infer.Predictive and friends return what sample() gives: say so when it is garbage
-        jax.debug.callback(_warn_nonfinite, bad, self.model.name)
         return x_0.reshape(tuple(sample_shape) + self.event_shape)
 
     def log_prob(self, value):

@@ -307,3 +307,21 @@ def test_a_program_needing_concrete_observations_still_runs():
         np.testing.assert_allclose(mean, _posterior_mean(y, 0.5), atol=0.15)
     # one compilation per value (the traced attempt fails in the setup, before the run is traced)
     assert count["traces"] == 2
+
+
+def test_a_network_returning_nan_is_an_error_or_a_flagged_result():
+    """A network that is NaN everywhere is refused when the prior is built (Predictive would return NaN
+    draws silently); one that is NaN only far out gives iid draws that are counted and warned about."""
+    with pytest.raises(ValueError, match="non-finite"):
+        ppd.DiffusionPrior(ppd.DiffusionModel(lambda x, t: x * jnp.nan, "eps", ppd.schedules.VPLinear(), (2,)), 5)
+
+    far_nan = lambda x, t: jnp.where(jnp.sum(x**2) > 9.0, jnp.nan, 0.1 * x)
+    prior = ppd.DiffusionPrior(ppd.DiffusionModel(far_nan, "eps", ppd.schedules.VPLinear(), (2,)), 5)
+
+    def program():
+        numpyro.sample("x", prior)
+
+    with pytest.warns(RuntimeWarning, match="non-finite draws"):
+        idata = ppd.infer(program, ppd.iid(400), jax.random.key(0))
+    bad = int(idata.sample_stats["nonfinite_draws"].values.sum())
+    assert bad == int(np.sum(~np.all(np.isfinite(idata.posterior["x"].values), axis=-1))) > 0

@@ -230,6 +230,8 @@ def run_smc(
     tempered = jax.vmap(temper, in_axes=(0, None)) if temper is not None else None
     if tempered is not None:
         particles = particles._replace(lam=jnp.zeros(num))
+    if carry_x0_prev:  # a placeholder until the first step evaluates x0_hat
+        particles = particles._replace(x0_prev=jnp.zeros_like(particles.x))
     state = smc_base.SMCState(particles, jnp.full((num,), 1.0 / num), {"resample": jnp.asarray(False)})
 
     def one_step(carry, inputs):
