@@ -19,6 +19,7 @@ from pp_diffusion import schedules as schedules
 from pp_diffusion import smc as smc
 from pp_diffusion import guidance as guidance
 from pp_diffusion import potentials as potentials
+from pp_diffusion import twists as twists
 from pp_diffusion import operators as operators
 from pp_diffusion import zoo as zoo
 from pp_diffusion._infer import infer as infer

@@ -12,9 +12,10 @@ each a twist (:mod:`pp_diffusion.twists`):
   element's ``scale`` (``handlers.scale``), plus a constant that keeps log G NumPyro's; all such
   sites together are one :class:`~pp_diffusion.potentials.LinearGaussian`, whatever the reshapes,
   slices, sums, masks and scales that wrote them;
-- ``Normal`` / ``StudentT`` / ``Laplace`` of a nonlinear loc with a scale free of x_0 get the
-  linearised twist; every other site (factors, classifiers, discrete likelihoods) the tempered
-  look-ahead; ``infer={"twist": ...}`` on a site overrides the choice.
+- ``StudentT`` / ``Laplace`` of an affine loc (scale free of x_0) get the linearised twist; every other
+  site (factors, rewards, classifiers, discrete likelihoods, nonlinear locs) the tempered look-ahead,
+  which measured better than the linearised one on nonlinear locs (``tests/smc/test_conditioning.py``);
+  ``infer={"twist": ...}`` on a site overrides the choice.
 
 Latent sites that no observed site depends on (``obs_mask``'s ``<name>_unobserved``, or a
 predictive ``numpyro.sample("y_new", ...)``) integrate out of G exactly; they are drawn given each
@@ -501,14 +502,12 @@ def _with_observation(lg, readings, program, info, data):
     concrete = info.data if info.data else data
     if not any(data[k] is not concrete.get(k) for k in data):
         return lg
-    d = int(np.prod(info.prior.event_shape))
     sites = _observed_sites(_conditioned_trace(program, info, data, jnp.zeros(info.prior.event_shape)))
     parts = []
     for r, site in zip(readings, sites):
         if r.twist.kind == "linear_gaussian" and len(r.keep):
             _, loc, *_ = _location_scale(site)
             parts.append(jnp.reshape(site["value"], -1)[r.keep] - loc[r.keep])
-    del d
     y = jnp.concatenate(parts)
     return lg._replace(y=y.astype(jnp.float32), y_white=(y / jnp.sqrt(lg.noise_var)).astype(jnp.float32))
 
