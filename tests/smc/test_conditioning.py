@@ -395,3 +395,72 @@ def test_conditioning_converges_to_the_exact_answer(dim, name, sampler):
     assert np.median(err_big) <= np.median(err_small) + 0.1
     if sampler in ("bootstrap", "twisted"):
         assert np.median(err_big) < (0.5 if dim == 2 else 1.0)
+
+
+# ---------------------------------------------------------------------------- the twists themselves
+
+def _fk(program, **data):
+    from pp_diffusion.program import feynman_kac, inspect_program
+
+    return feynman_kac(program, inspect_program(program, data), data)
+
+
+def test_the_linearized_twist_of_a_linear_site_is_the_linear_gaussian_one():
+    """For f linear the linearised twist N(y; f(xhat0), Sigma + r^2 J J^T) is the variance-corrected
+    Gaussian twist (J = A), with the Jacobian found by forward mode through the program."""
+    A = np.array([[1.0, 0.5], [-0.3, 2.0], [0.7, 0.1]])
+    y = np.array([0.4, -1.0, 2.0])
+
+    def program(twist):
+        def p(y=None):
+            x = numpyro.sample("x", PRIOR)
+            numpyro.sample("y", dist.Normal(ppd.operators.Dense(A)(x), 0.3), obs=y, infer={"twist": twist})
+        return p
+
+    lin, exact = _fk(program("linearized"), y=y), _fk(program("linear_gaussian"), y=y)
+    assert lin.twists == {"y": "linearized"} and exact.twists == {"y": "linear_gaussian"}
+    x_t, x0 = jnp.array([0.3, -1.2]), jnp.array([0.5, -0.8])
+    for t in (0.9, 0.3, 0.02):
+        sched = PRIOR.model.schedule
+        a, s = sched.alpha(t), sched.sigma(t)
+        np.testing.assert_allclose(float(lin.potential.log_h(x_t, x0, t, a, s)),
+                                   float(exact.potential.log_h(x_t, x0, t, a, s)), rtol=1e-5)
+
+
+def test_the_linearized_twist_widens_student_t_and_laplace_scales():
+    """Student-t (df > 2) and Laplace: the scale is widened so that the variance grows by r^2 (A A^T)_ii."""
+    from pp_diffusion.x0_variance import conditioning_x0_var
+
+    def program(y=None):
+        x = numpyro.sample("x", PRIOR)
+        numpyro.sample("t", dist.StudentT(5.0, 2.0 * x[0], 0.4), obs=y[0])
+        numpyro.sample("l", dist.Laplace(x[1] - x[0], 0.3), obs=y[1])
+
+    y = np.array([0.3, -0.2])
+    fk = _fk(program, y=y)
+    assert fk.twists == {"t": "linearized", "l": "linearized"}
+    x0 = jnp.array([0.5, -0.8])
+    t = 0.4
+    a, s = PRIOR.model.schedule.alpha(t), PRIOR.model.schedule.sigma(t)
+    r2 = float(conditioning_x0_var(None, fk.data_var, t, a, s))
+    scale_t = np.sqrt(0.4**2 + r2 * 4.0 * 3.0 / 5.0)
+    scale_l = np.sqrt(0.3**2 + r2 * 2.0 / 2.0)
+    from scipy import stats
+    expected = stats.t(5.0, 2.0 * 0.5, scale_t).logpdf(0.3) + stats.laplace(-0.8 - 0.5, scale_l).logpdf(-0.2)
+    np.testing.assert_allclose(float(fk.potential.log_h(x0, x0, t, a, s)), expected, rtol=1e-5)
+
+
+def test_a_fixed_tempering_schedule_keeps_the_target():
+    """tempered(schedule=...): the twist's exponent is a fixed function of t (DAS-style); the target and
+    log Z stay the program's (measured: 0.05 nat off on 4 runs of 1,000; the 50-step chain's own bias is
+    about 0.03)."""
+    exact = RING.log_evidence(np.eye(2), Y, SIGMA**2)
+
+    def program(y=None):
+        x = numpyro.sample("x", RING_PRIOR)
+        numpyro.sample("y", dist.Normal(x, SIGMA), obs=y,
+                       infer={"twist": ppd.twists.tempered(schedule=lambda t: (1.0 - t) ** 4)})
+
+    log_z, idata = _log_z(program, ppd.smc.bootstrap(1000), chains=4, y=Y)
+    assert idata.posterior.attrs["twists"] == '{"y": "tempered"}' and "lam" not in idata.sample_stats
+    assert abs(np.median(log_z) - exact) < 0.3
