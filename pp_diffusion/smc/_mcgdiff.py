@@ -254,7 +254,7 @@ def _tweedie_moves(fk: FeynmanKacModel, obs: _Observation):
     """Moves with the Tweedie-informed twist (``twist="tweedie"``; see :func:`mcgdiff`): per observed
     coordinate with r_t^2 I, jointly with the Gaussian surrogate Gamma_t when ``obs`` has a data covariance."""
     model = fk.prior.model
-    sched, times = model.schedule, fk.prior.times
+    sched = model.schedule
     vt = obs.vt
     joint = obs.cov_vecs is not None
 
