@@ -86,6 +86,20 @@ def _compiled_run(program, sampler, info, data, *, progress: bool = False, trace
     return compiled, args
 
 
+_TWISTS: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()
+
+
+def _site_twists(program, info) -> dict:
+    """:func:`~pp_diffusion.program.site_twists`, once per program and data (it traces the program at
+    several points; the compiled run is reused, so is this)."""
+    digest, refs = _fingerprint.of_program(program, info, info.data)
+    if digest not in _TWISTS:
+        _TWISTS[digest] = (site_twists(program, info), refs)
+        if len(_TWISTS) > _CACHE_SIZE:
+            _TWISTS.popitem(last=False)
+    return _TWISTS[digest][0]
+
+
 def _warn(sampler, info, run_stats) -> None:
     """The warnings of a run: degenerate chains, collapsed ESS, and sites that are non-finite everywhere."""
     stats = {k: np.asarray(v) for k, v in run_stats.items()}
@@ -212,7 +226,7 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
         "diffusion_site": info.site,
     }
     if info.observed and sampler.twists is not None:
-        attrs["twists"] = json.dumps(sampler.twists(site_twists(program, info)))
+        attrs["twists"] = json.dumps(sampler.twists(_site_twists(program, info)))
     return to_datatree(
         out.posterior, out.sample_stats, out.run_stats, info.observed,
         stat_dims=sampler.stat_dims, attrs=attrs,
