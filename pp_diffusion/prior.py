@@ -13,9 +13,11 @@ site per step (x_T, then the scanned site ``x`` with a leading step axis, then x
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.control_flow import scan
@@ -30,23 +32,14 @@ from pp_diffusion.x0_variance import DenoisingVariance
 __all__ = ["DiffusionPrior"]
 
 
-def _check_network(model, times) -> None:
-    """Evaluate the network once, eagerly, where every chain starts (x_T = 0 and a unit draw, at t_N and
-    mid-chain): a network that returns NaN or inf there would make every draw NaN, silently under
-    ``numpyro.infer.Predictive``. Skipped when the model is being traced (a prior built inside jit)."""
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(model)):
-        return
-    with jax.ensure_compile_time_eval():
-        x = jax.random.normal(jax.random.key(0), model.event_shape)
-        for t in (times[0], times[len(times) // 2]):
-            for point in (jnp.zeros_like(x), x):
-                out = model.denoise(point, t)
-                if not bool(jnp.all(jnp.isfinite(out))):
-                    raise ValueError(
-                        f"model {model.name!r}: its network returns non-finite values (NaN or inf) at t = {float(t):.3g} "
-                        "for a standard-normal input, where every reverse chain starts; check the network and its "
-                        "parameterization"
-                    )
+def _count_nonfinite(bad):
+    """Host side of :meth:`DiffusionPrior.sample`'s check: warn when draws are not finite; returns zeros
+    (added to the draws, which keeps the callback in the compiled program)."""
+    bad = np.asarray(bad)
+    if bad.sum() > 0:
+        warnings.warn(f"DiffusionPrior.sample: {int(bad.sum())} draw(s) are not finite (NaN or inf): the network "
+                      "returned non-finite values", RuntimeWarning, stacklevel=2)
+    return np.zeros(bad.shape, np.float32)
 
 
 class DiffusionPrior(dist.Distribution):
@@ -114,7 +107,6 @@ class DiffusionPrior(dist.Distribution):
         self.order = order
         self.eta = None if integrator is not None else (1.0 if eta is None else float(eta))
         self.integrator = integrator if integrator is not None else ddim(self.eta, x0_var, order)
-        _check_network(model, self.times)
         super().__init__(batch_shape=(), event_shape=model.event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False)
@@ -138,7 +130,12 @@ class DiffusionPrior(dist.Distribution):
         keys = jax.random.split(k_chain, num)
         run = lambda k, x: integrate(k, self.integrator, self.model, x, self.times)[0]
         x_0 = jax.vmap(run)(keys, x_T)
-        return x_0.reshape(tuple(sample_shape) + self.event_shape)
+        # numpyro.infer.Predictive returns what this gives: say so when it is garbage (one host call per
+        # batch, also under vmap)
+        bad = jnp.sum(~jnp.isfinite(x_0)).astype(jnp.int32)
+        zero = jax.pure_callback(_count_nonfinite, jax.ShapeDtypeStruct((), jnp.float32), bad,
+                                 vmap_method="expand_dims")
+        return (x_0 + zero.astype(x_0.dtype)).reshape(tuple(sample_shape) + self.event_shape)
 
     def log_prob(self, value):
         data = self.model.data_distribution
