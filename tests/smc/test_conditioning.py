@@ -249,8 +249,11 @@ def test_a_potential_that_fails_at_some_or_all_particles_is_flagged_and_named():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         idata = ppd.infer(sometimes_nan, ppd.smc.bootstrap(256), jax.random.key(0), num_chains=2, y=Y)
-    assert np.all(np.isfinite(idata.sample_stats["log_evidence"].values))
-    assert not np.any(idata.sample_stats["degenerate"].values)
+    stats = idata.sample_stats
+    assert np.all(np.isfinite(stats["log_evidence"].values)) and not np.any(stats["degenerate"].values)
+    # the NaN increments are counted, and the particles they hit are dropped (weight zero)
+    assert stats["num_nan"].values.sum() > 0
+    assert np.all(idata.posterior["x"].values[..., 0] <= 3.0)
 
     def always_minus_inf(y=None):
         x = numpyro.sample("x", PRIOR)
