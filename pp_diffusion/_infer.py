@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from pp_diffusion import _fingerprint, _progress
-from pp_diffusion.diagnostics import to_datatree
+from pp_diffusion._datatree import to_datatree
 from pp_diffusion.program import inspect_program, site_twists
 from pp_diffusion.samplers import Sampler
 

@@ -38,7 +38,7 @@ from pp_diffusion import twists as twists_lib
 from pp_diffusion.prior import DiffusionPrior
 from pp_diffusion.x0_variance import conditioning_x0_var
 
-__all__ = ["ProgramInfo", "inspect_program", "feynman_kac", "FeynmanKacModel", "site_twists"]
+__all__ = ["ProgramInfo", "inspect_program", "feynman_kac", "FeynmanKacModel", "site_twists", "unobserved"]
 
 
 class ProgramInfo(NamedTuple):
@@ -232,6 +232,25 @@ def _predictive_latents(program, site, prior, latent, data) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- program -> Feynman–Kac pieces
+
+class _Unobserved(handlers.Messenger):
+    """Observed sample sites (factors excepted) become draws from their distribution."""
+
+    def process_message(self, msg):
+        if (msg["type"] == "sample" and msg.get("is_observed") and not isinstance(_base_distribution(msg["fn"]), Unit)
+                and not _is_prior_site(msg)):
+            msg["value"] = None
+            msg["is_observed"] = False
+            msg["infer"] = {**msg.get("infer", {}), "was_observed": True}
+
+
+def unobserved(program: Callable) -> Callable:
+    """``program`` with every observed sample site drawn from its distribution instead (as Pyro's
+    ``poutine.uncondition``): the prior predictive. Factors (``numpyro.factor``) stay as they are: they
+    weight a trace, they are not data. Traced sites that were observed carry
+    ``site["infer"]["was_observed"]``; ``obs_mask`` sites are drawn whole."""
+    return _Unobserved(program)
+
 
 def _conditioned_trace(program, info: ProgramInfo, data, x0, rng_key=None):
     key = jax.random.key(0) if rng_key is None else rng_key
