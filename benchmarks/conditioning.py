@@ -64,7 +64,7 @@ def main(argv=None) -> None:
                     dist = [C.sliced(jax.random.key(c), draws[c], ref) for c in range(args.runs)]
                     floor = np.median([C.sliced(jax.random.key(c), problem.sample(jax.random.key(1000 + c), n), ref)
                                        for c in range(args.runs)])
-                    min_ess = np.median(idata.sample_stats["min_ess"].values) / n
+                    min_ess = np.median(idata.diagnostics["min_ess"].values) / n
                     rows.append([name, sampler, n, f"{np.median(err):.2f} [{err.min():.2f}, {err.max():.2f}]",
                                  f"{np.nanmedian(dist) / floor:.2f}", f"{min_ess:.2f}",
                                  idata.posterior.attrs.get("twists", "")])

@@ -116,7 +116,7 @@ def main(argv=None) -> None:
             acc.append(float(np.mean(predicted == c)) if len(draws) else 0.0)
             fd.append(ppd.metrics.frechet_distance(np.asarray(features(jnp.asarray(draws))), test_features[c])
                       if len(draws) > 1 else np.nan)
-            lz = np.asarray(idata.sample_stats["log_evidence"].values, np.float64)
+            lz = np.asarray(idata.diagnostics["log_marginal_likelihood"].values, np.float64)
             log_z.append(np.mean(lz))
             spread.append(np.std(lz))
             stats = idata.sample_stats

@@ -368,7 +368,7 @@ def prior_reference(cache, d, steps, index, args):
         k = jax.random.key(7_000 + 100 * index + d)
         k_run, k_ref, k_floor, k_dirs = jax.random.split(k, 4)
         idata = ppd.infer(program, ppd.iid(args.particles), k_run)
-        x = np.asarray(idata.posterior["x"].values).reshape(args.particles, d)
+        x = np.asarray(idata.prior["x"].values).reshape(args.particles, d)
         dist_fn = SlicedW1(k_dirs, exact_draws(mix, k_ref, args.exact), args.directions)
         floor = np.mean([dist_fn(exact_draws(mix, kk, args.particles))
                          for kk in jax.random.split(k_floor, args.floor_sets)])
@@ -392,7 +392,7 @@ def prior_reference_by_n(d, steps, index, ns, chains, args):
 
     k_run, k_ref, k_floor, k_dirs = jax.random.split(jax.random.key(8_000 + 100 * index + d), 4)
     idata = ppd.infer(program, ppd.iid(max(ns)), k_run, num_chains=chains)
-    x = np.asarray(idata.posterior["x"].values).reshape(chains, max(ns), d)
+    x = np.asarray(idata.prior["x"].values).reshape(chains, max(ns), d)
     dist_fn = SlicedW1(k_dirs, exact_draws(mix, k_ref, args.exact), args.directions)
     out = {}
     for n in ns:

@@ -366,7 +366,7 @@ def table_b(args, monitor):
             idata = ppd.infer(program, sampler, jax.random.key(i))
             call_times.append(time.perf_counter() - t0)
         call_compiles.append(monitor.result)
-    x_infer = np.asarray(idata.posterior["x"]).reshape(n, -1)
+    x_infer = np.asarray(idata.prior["x"]).reshape(n, -1)
 
     # 2. infer's jitted run in steady state.
     run_all, keys = infer_jitted_run(program, sampler, jax.random.key(0))

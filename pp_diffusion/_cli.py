@@ -266,9 +266,9 @@ def _demo(args) -> int:
     summary = az.summary(xr.Dataset({"x": picked}))
     summary.insert(0, "true", [round(float(truth[r, c]), 3) for r, c in coords])
     print(summary.to_string())
-    stats = idata.sample_stats
-    if "log_evidence" in stats:
-        log_z = np.asarray(stats["log_evidence"])
+    stats = idata.diagnostics
+    if "log_marginal_likelihood" in stats:
+        log_z = np.asarray(stats["log_marginal_likelihood"])
         print(f"log-evidence log p(y) per run: {np.array2string(log_z, precision=2)}"
               + ("" if np.all(np.isfinite(log_z)) else " (DPS has no evidence estimate)"))
     if "ess" in stats:
@@ -369,10 +369,10 @@ def _ring(args) -> int:
     print(f"  sampled {args.chains * args.draws} draws in {time.perf_counter() - t0:.1f} s (compilation included)")
 
     print()
-    print(az.summary(idata).to_string())
+    print(az.summary(idata, group="prior").to_string())
     print()
 
-    draws = np.asarray(idata.posterior["x"]).reshape(-1, 2)
+    draws = np.asarray(idata.prior["x"]).reshape(-1, 2)
     dist, floor, floor_sd = _sliced_wasserstein_check(k_check, draws, mixture)
     print(f"sliced Wasserstein distance to exact samples: {dist:.4f}")
     print(f"exact-vs-exact floor (same sample size):      {floor:.4f} (sd {floor_sd:.4f} over {NUM_SW_REPEATS} pairs)")

@@ -10,29 +10,19 @@ import warnings
 import jax
 import numpy as np
 import xarray as xr
+from numpyro.infer import Predictive
 
 from pp_diffusion import _fingerprint, _progress
 from pp_diffusion._datatree import to_datatree
-from pp_diffusion.program import inspect_program, site_twists
-from pp_diffusion.samplers import Sampler
+from pp_diffusion.program import (
+    as_data, data_sites, inspect_program, pointwise_log_likelihood_fn, site_twists, unobserved,
+)
+from pp_diffusion.samplers import Sampler, iid
 
 __all__ = ["infer"]
 
 _CACHE: "collections.OrderedDict[tuple, list]" = collections.OrderedDict()
 _CACHE_SIZE = 16
-
-
-def _as_arrays(data: dict) -> dict:
-    """Lists and tuples of numbers as NumPy arrays (a program that indexes or reshapes its data expects
-    arrays); everything else as given."""
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, (list, tuple)):
-            arr = np.asarray(v) if v else None
-            if arr is not None and arr.dtype.kind in "biuf":
-                v = arr
-        out[k] = v
-    return out
 
 
 _TRACE_ERRORS = (
@@ -45,7 +35,7 @@ _TRACE_ERRORS = (
 
 def _compiled_run(program, sampler, info, data, *, progress: bool = False, traced_observations: bool = True):
     """``(run_all, args)``: the jitted ``vmap`` of ``sampler.run`` over chain keys and the arguments
-    to call it with, ``run_all(keys, args)``.
+    to call it with, ``run_all(keys, args) -> (SamplerOutput, {site: pointwise log-likelihood})``.
 
     The observed values passed as keyword arguments (``info.observed_args``) are arguments of the
     compiled function, so only their shapes and dtypes key the cache: a new observation reuses the
@@ -68,15 +58,27 @@ def _compiled_run(program, sampler, info, data, *, progress: bool = False, trace
             return _compiled_run(program, sampler, info, data, progress=progress, traced_observations=False)
         return hit[0], args
 
+    def run_chains(keys, context, data):
+        """Each chain's SamplerOutput, and the pointwise log-likelihood of its posterior draws."""
+        pointwise = None
+        if sampler.draws_from == "posterior" and data_sites(info):
+            pointwise = pointwise_log_likelihood_fn(program, info, data)
+
+        def one(key):
+            out = sampler.run(key, context)
+            return out, ({} if pointwise is None else jax.vmap(pointwise)(out.posterior))
+
+        return jax.vmap(one)(keys)
+
     if traced_observations:
         def run_all(keys, args):
-            context = sampler.setup(program, info, {**static, **args})
-            return jax.vmap(lambda k: sampler.run(k, context))(keys)
+            data_in = {**static, **args}
+            return run_chains(keys, sampler.setup(program, info, data_in), data_in)
     else:
         context = sampler.setup(program, info, data)  # eagerly, as the sampler's setup may assume
 
         def run_all(keys, args):
-            return jax.vmap(lambda k: sampler.run(k, context))(keys)
+            return run_chains(keys, context, data)
 
     compiled = jax.jit(run_all)
     # the references keep every object fingerprinted by identity alive, so that its id stays its own
@@ -100,20 +102,20 @@ def _site_twists(program, info) -> dict:
     return _TWISTS[digest][0]
 
 
-def _warn(sampler, info, run_stats) -> None:
+def _warn(sampler, info, out) -> None:
     """The warnings of a run: degenerate chains, collapsed ESS, and sites that are non-finite everywhere."""
-    stats = {k: np.asarray(v) for k, v in run_stats.items()}
+    stats = {k: np.asarray(v) for k, v in out.run_stats.items()}
     sites = list(info.observed)
     dead = []
     if "site_nonfinite" in stats and sites:
-        num = stats["final_log_weights"].shape[-1] if "final_log_weights" in stats else None
+        num = np.shape(out.particles["log_weight"])[-1] if "log_weight" in out.particles else None
         counts = stats["site_nonfinite"].reshape(-1, len(sites))
         dead = [name for i, name in enumerate(sites) if num is not None and np.any(counts[:, i] >= num)]
         some = [name for i, name in enumerate(sites) if name not in dead and np.any(counts[:, i] > 0)]
         if some:
             warnings.warn(
                 f"{sampler.name}: the log-probability of site(s) {some} is NaN or infinite at some final particles "
-                "(sample_stats.site_nonfinite counts them per chain); those particles get weight zero",
+                "(diagnostics.site_nonfinite counts them per chain); those particles get weight zero",
                 RuntimeWarning, stacklevel=3,
             )
     if "degenerate" in stats and np.any(stats["degenerate"]):
@@ -121,7 +123,7 @@ def _warn(sampler, info, run_stats) -> None:
         named = f"; site(s) {dead} are NaN or -inf at every particle" if dead else ""
         warnings.warn(
             f"{sampler.name}: chains {bad} degenerated (all weights zero, a non-finite evidence, or "
-            f"non-finite draws){named}; their draws are NaN and sample_stats.degenerate is True",
+            f"non-finite draws){named}; their draws are NaN and diagnostics.degenerate is True",
             RuntimeWarning, stacklevel=3,
         )
     elif dead:
@@ -132,7 +134,7 @@ def _warn(sampler, info, run_stats) -> None:
         ess = stats["min_ess"].reshape(-1)[low]
         warnings.warn(
             f"{sampler.name}: the effective sample size of chains {low} fell to "
-            f"{', '.join(f'{e:.1f}' for e in ess)} during the run (sample_stats.min_ess; low_ess is True): "
+            f"{', '.join(f'{e:.1f}' for e in ess)} during the run (diagnostics.min_ess; low_ess is True): "
             "their draws descend from a few particles and their log-evidence is unreliable, even where the "
             "final ESS recovered after resampling; use more particles or steps, or a sampler whose proposal "
             "uses the observation",
@@ -140,17 +142,54 @@ def _warn(sampler, info, run_stats) -> None:
         )
     if "nonfinite_draws" in stats and np.any(stats["nonfinite_draws"]):
         bad = np.flatnonzero(stats["nonfinite_draws"]).tolist()
-        warnings.warn(f"{sampler.name}: chains {bad} have non-finite draws (sample_stats.nonfinite_draws counts "
+        warnings.warn(f"{sampler.name}: chains {bad} have non-finite draws (diagnostics.nonfinite_draws counts "
                       "them): the network or the program returned NaN or inf", RuntimeWarning, stacklevel=3)
     if "out_of_support" in stats and np.any(stats["out_of_support"]):
         bad = np.flatnonzero(stats["out_of_support"]).tolist()
         warnings.warn(
             f"{sampler.name}: chains {bad} have draws far outside the model's data range "
-            "(sample_stats.out_of_support counts them): the sampler diverged", RuntimeWarning, stacklevel=3)
+            "(diagnostics.out_of_support counts them): the sampler diverged", RuntimeWarning, stacklevel=3)
 
 
-def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_bar: bool | None = None,
-          **data) -> xr.DataTree:
+def _check_dims(dims, coords, info) -> tuple[dict, dict]:
+    """``dims`` and ``coords`` as ``arviz_base.from_numpyro`` takes them, checked against the program's
+    sites before the run (names, and lengths where a site's shape is known)."""
+    dims = {} if dims is None else dims
+    coords = {} if coords is None else coords
+    if not isinstance(dims, dict) or not all(isinstance(v, (list, tuple)) for v in dims.values()):
+        raise TypeError(f"dims must be a dict {{site: [dim name, ...]}}, got {dims!r}")
+    if not isinstance(coords, dict):
+        raise TypeError(f"coords must be a dict {{dim name: values}}, got {coords!r}")
+    sites = {info.site, *info.latent, *info.deterministic, *data_sites(info)}
+    unknown = sorted(set(dims) - sites)
+    if unknown:
+        raise ValueError(f"dims names site(s) {unknown} that the program does not have; its sites are {sorted(sites)}")
+    shapes = {info.site: tuple(info.prior.event_shape),
+              **{name: np.shape(info.observed[name]) for name in data_sites(info)}}
+    sizes = {}
+    for name, names in dims.items():
+        if name in shapes:
+            if len(names) != len(shapes[name]):
+                raise ValueError(f"dims[{name!r}] names {len(names)} dimension(s) {list(names)}, but site {name!r} "
+                                 f"has shape {shapes[name]} ({len(shapes[name])} dimension(s))")
+            sizes.update({d: n for d, n in zip(names, shapes[name])})
+    for dim, values in coords.items():
+        if dim in sizes and len(values) != sizes[dim]:
+            raise ValueError(f"coords[{dim!r}] has {len(values)} values, but dimension {dim!r} has size {sizes[dim]}")
+    return {k: list(v) for k, v in dims.items()}, coords
+
+
+def _posterior_predictive(program, info, data, posterior, rng_key) -> dict:
+    """The data sites drawn given each posterior draw: NumPyro's ``Predictive`` on the program with its
+    observations released (:func:`~pp_diffusion.program.unobserved`), over ``(chain, draw)``."""
+    predictive = Predictive(unobserved(program), posterior_samples=posterior, batch_ndims=2,
+                            return_sites=list(data_sites(info)))
+    return {k: np.asarray(v) for k, v in predictive(rng_key, **data).items()}
+
+
+def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, dims: dict | None = None,
+          coords: dict | None = None, posterior_predictive: bool = False, num_prior_draws: int = 0,
+          return_particles: bool = False, progress_bar: bool | None = None, **data) -> xr.DataTree:
     """Sample the posterior of ``program(**data)`` with ``sampler``.
 
     Parameters
@@ -158,12 +197,25 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
     program
         A NumPyro program with exactly one ``DiffusionPrior`` sample site.
     sampler
-        A :class:`~pp_diffusion.samplers.Sampler`, e.g. ``pp_diffusion.iid(1000)``.
+        A :class:`~pp_diffusion.samplers.Sampler`, e.g. ``pp_diffusion.smc.twisted(1000)``.
     rng_key
         A JAX PRNG key (``jax.random.key(0)``).
     num_chains
         Number of independent runs; they become the DataTree's ``chain`` dimension, so
         ``arviz.rhat`` compares them.
+    dims, coords
+        Names and coordinates of the sites' own dimensions, as ``arviz_base.from_numpyro`` takes them:
+        ``dims={"x": ["row", "col"], "y": ["obs"]}``, ``coords={"obs": [...]}``.
+    posterior_predictive
+        Also draw the observed sites given each posterior draw (NumPyro's ``Predictive``): the
+        ``posterior_predictive`` group.
+    num_prior_draws
+        Also draw this many prior draws per chain (:func:`~pp_diffusion.iid`, a second compiled run):
+        the ``prior``, ``prior_predictive`` and ``sample_stats_prior`` groups.
+    return_particles
+        Add the ``particles`` group: each chain's final weighted particle system (``x``,
+        ``log_weight``, ``origin``: the initial particle it descends from); the draws are
+        ``x[sample_stats.particle]``.
     progress_bar
         Show a ``tqdm`` bar over the reverse-diffusion steps for runs longer than a couple of
         seconds. ``None`` (default): on, except under pytest or with ``PP_DIFFUSION_PROGRESS=0``.
@@ -173,12 +225,16 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
     Returns
     -------
     xarray.DataTree
-        Groups ``posterior`` (dims ``chain``, ``draw``, then the site's), ``sample_stats``
-        (``nfe`` and the sampler's diagnostics) and ``observed_data`` (when the program observes
-        anything); attributes name the sampler and its settings and, for conditioning samplers,
-        the twist each observed site got (``twists``, a JSON object). The runs of all chains are one
-        ``jax.jit`` over a ``vmap``, compiled once per program, sampler and data (by value: see
-        :mod:`pp_diffusion._fingerprint`) and reused for new observations of the same shape.
+        In ArviZ's layout (:mod:`pp_diffusion._datatree`): ``posterior`` (dims ``chain``, ``draw``,
+        then the site's), ``sample_stats`` (per draw: ``nfe``, ``vjp`` and, for SMC, ``particle``),
+        ``log_likelihood`` (each observed data site, pointwise: ``arviz.loo`` and ``arviz.compare``
+        run on it), ``observed_data``, ``diagnostics`` (per chain and per step: ``log_marginal_likelihood``,
+        ``ess``, ``min_ess``, ...), and the opt-in groups above. An :func:`~pp_diffusion.iid` sampler's
+        draws are the ``prior`` (and ``prior_predictive``) instead. Attributes name the sampler and its
+        settings and, for conditioning samplers, the twist each observed site got (``twists``, a JSON
+        object). The runs of all chains are one ``jax.jit`` over a ``vmap``, compiled once per
+        program, sampler and data (by value: see :mod:`pp_diffusion._fingerprint`) and reused for new
+        observations of the same shape.
     """
     if not isinstance(sampler, Sampler):
         raise TypeError(
@@ -187,23 +243,28 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
     if isinstance(num_chains, bool) or not isinstance(num_chains, numbers.Integral) or num_chains < 1:
         raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}")
     num_chains = int(num_chains)
+    if isinstance(num_prior_draws, bool) or not isinstance(num_prior_draws, numbers.Integral) or num_prior_draws < 0:
+        raise ValueError(f"num_prior_draws must be a non-negative integer, got {num_prior_draws!r}")
     try:
         keys = jax.random.split(rng_key, num_chains)
     except (TypeError, ValueError) as err:
         raise TypeError(f"rng_key must be a JAX PRNG key such as jax.random.key(0), got {rng_key!r}") from err
-    data = _as_arrays(data)
+    data = as_data(data)
     info = inspect_program(program, data)
-    if info.observed and not sampler.conditions:
-        raise ValueError(
-            f"sampler {sampler.name!r} draws from the prior and would ignore the observed sites "
-            f"{sorted(info.observed)}; use a conditioning sampler (pp_diffusion.smc, pp_diffusion.guidance)"
-        )
+    dims, coords = _check_dims(dims, coords, info)
+    prior_only = sampler.draws_from == "prior"
+    if posterior_predictive and prior_only:
+        raise ValueError(f"sampler {sampler.name!r} draws from the prior: its draws come with a prior_predictive "
+                         "group already; posterior_predictive=True needs a conditioning sampler")
+    if return_particles and sampler.kernel is None:
+        raise ValueError(f"sampler {sampler.name!r} has no weighted particle system: return_particles=True needs "
+                         "an SMC sampler (pp_diffusion.smc)")
 
     progress = _progress.default_enabled() if progress_bar is None else bool(progress_bar)
     run_all, args = _compiled_run(program, sampler, info, data, progress=progress)
     with _progress.tracing(progress), _progress.bar(info.prior.steps, sampler.name, progress):
         try:
-            out = jax.block_until_ready(run_all(keys, args))
+            out, log_lik = jax.block_until_ready(run_all(keys, args))
         except _TRACE_ERRORS:
             if not args:
                 raise
@@ -214,8 +275,8 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
                     entry[0] = None
             run_all, args = _compiled_run(program, sampler, info, data, progress=progress,
                                           traced_observations=False)
-            out = jax.block_until_ready(run_all(keys, args))
-    _warn(sampler, info, out.run_stats)
+            out, log_lik = jax.block_until_ready(run_all(keys, args))
+    _warn(sampler, info, out)
     attrs = {
         "sampler": sampler.name,
         **{f"sampler_{k}": v if isinstance(v, (int, float, str)) else repr(v) for k, v in sampler.settings.items()},
@@ -227,7 +288,23 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, progress_b
     }
     if info.observed and sampler.twists is not None:
         attrs["twists"] = json.dumps(sampler.twists(_site_twists(program, info)))
-    return to_datatree(
-        out.posterior, out.sample_stats, out.run_stats, info.observed,
-        stat_dims=sampler.stat_dims, attrs=attrs,
-    )
+    observed = {name: info.observed[name] for name in data_sites(info)}
+    if prior_only:
+        groups = {"prior": out.posterior, "sample_stats_prior": out.sample_stats, "prior_predictive": out.predictive}
+    else:
+        groups = {"posterior": out.posterior, "sample_stats": out.sample_stats, "log_likelihood": log_lik}
+        if posterior_predictive:
+            groups["posterior_predictive"] = _posterior_predictive(
+                program, info, data, out.posterior, jax.random.fold_in(rng_key, 2))
+    groups["observed_data"] = observed
+    groups["diagnostics"] = out.run_stats
+    if return_particles:
+        groups["particles"] = out.particles
+    if num_prior_draws and not prior_only:
+        prior = infer(program, iid(int(num_prior_draws)), jax.random.fold_in(rng_key, 3), num_chains=num_chains,
+                      progress_bar=progress_bar, **data)
+        for name in ("prior", "sample_stats_prior", "prior_predictive"):
+            if name in prior.children:
+                groups[name] = {k: v.values for k, v in prior[name].data_vars.items()}
+    site_coords = {"site": list(info.observed)} if "site_nonfinite" in out.run_stats else {}
+    return to_datatree(groups, stat_dims=sampler.stat_dims, dims=dims, coords={**coords, **site_coords}, attrs=attrs)

@@ -238,21 +238,21 @@ def plot_trajectories_2d(
     return fig
 
 
-def _sample_stats(idata):
-    """The ``sample_stats`` dataset of a DataTree (or a dataset given directly)."""
+def _diagnostics(idata):
+    """The ``diagnostics`` dataset of a DataTree (or a dataset given directly)."""
     if isinstance(idata, xr.Dataset):
         return idata
     if not isinstance(idata, xr.DataTree):
         raise TypeError(
-            "idata must be the xarray.DataTree that pp_diffusion.infer returns (or its sample_stats "
+            "idata must be the xarray.DataTree that pp_diffusion.infer returns (or its diagnostics "
             f"dataset), got {type(idata).__name__}"
         )
-    if "sample_stats" not in idata.children:
+    if "diagnostics" not in idata.children:
         raise ValueError(
-            f"idata has no sample_stats group (groups: {sorted(idata.children)}); plot_smc_diagnostics "
+            f"idata has no diagnostics group (groups: {sorted(idata.children)}); plot_smc_diagnostics "
             "needs the DataTree of an SMC sampler from pp_diffusion.infer"
         )
-    return idata["sample_stats"].to_dataset()
+    return idata["diagnostics"].to_dataset()
 
 
 def _attr_number(attrs, name):
@@ -275,10 +275,10 @@ def plot_smc_diagnostics(
     Parameters
     ----------
     idata : xarray.DataTree or xarray.Dataset
-        What :func:`pp_diffusion.infer` returns for an SMC sampler (or its ``sample_stats``
-        group). Its ``sample_stats`` must hold ``ess`` (dims ``chain``, ``step``) and
-        ``log_evidence`` (dim ``chain``); ``resampled`` (dims ``chain``, ``step``) is used when
-        present.
+        What :func:`pp_diffusion.infer` returns for an SMC sampler (or its ``diagnostics``
+        group). Its ``diagnostics`` must hold ``ess`` (dims ``chain``, ``step``) and
+        ``log_marginal_likelihood`` (dim ``chain``); ``resampled`` (dims ``chain``, ``step``) is used
+        when present.
     log_evidence_exact : float, optional
         The exact log p(y), drawn as a reference line (for example
         :meth:`pp_diffusion.GaussianMixture.log_evidence`).
@@ -303,33 +303,33 @@ def plot_smc_diagnostics(
     Raises
     ------
     ValueError
-        When ``sample_stats`` lacks ``ess`` or ``log_evidence`` (naming which) or their
+        When ``diagnostics`` lacks ``ess`` or ``log_marginal_likelihood`` (naming which) or their
         dimensions are not the ones above.
     """
-    stats = _sample_stats(idata)
-    missing = [name for name in ("ess", "log_evidence") if name not in stats.data_vars]
+    stats = _diagnostics(idata)
+    missing = [name for name in ("ess", "log_marginal_likelihood") if name not in stats.data_vars]
     if missing:
         raise ValueError(
-            f"sample_stats has no {' and no '.join(repr(m) for m in missing)} (it has "
+            f"diagnostics has no {' and no '.join(repr(m) for m in missing)} (it has "
             f"{sorted(stats.data_vars)}); plot_smc_diagnostics needs the per-step ESS and per-chain "
             "log-evidence that the SMC samplers of pp_diffusion.smc record"
         )
     ess_da = stats["ess"]
     if set(ess_da.dims) != {"chain", "step"}:
-        raise ValueError(f"sample_stats['ess'] must have dims ('chain', 'step'), got {ess_da.dims}")
+        raise ValueError(f"diagnostics['ess'] must have dims ('chain', 'step'), got {ess_da.dims}")
     ess = np.asarray(ess_da.transpose("chain", "step"), dtype=float)
-    logz_da = stats["log_evidence"]
+    logz_da = stats["log_marginal_likelihood"]
     if logz_da.dims != ("chain",):
-        raise ValueError(f"sample_stats['log_evidence'] must have dims ('chain',), got {logz_da.dims}")
+        raise ValueError(f"diagnostics['log_marginal_likelihood'] must have dims ('chain',), got {logz_da.dims}")
     logz = np.asarray(logz_da, dtype=float)
     n_chains, n_steps = ess.shape
     if logz.shape[0] != n_chains:
-        raise ValueError(f"log_evidence has {logz.shape[0]} chains but ess has {n_chains}")
+        raise ValueError(f"log_marginal_likelihood has {logz.shape[0]} chains but ess has {n_chains}")
     resampled = None
     if "resampled" in stats.data_vars:
         res_da = stats["resampled"]
         if set(res_da.dims) != {"chain", "step"}:
-            raise ValueError(f"sample_stats['resampled'] must have dims ('chain', 'step'), got {res_da.dims}")
+            raise ValueError(f"diagnostics['resampled'] must have dims ('chain', 'step'), got {res_da.dims}")
         resampled = np.asarray(res_da.transpose("chain", "step"), dtype=bool)
     steps = np.asarray(ess_da["step"]) if "step" in ess_da.coords else np.arange(n_steps)
     chains = np.asarray(logz_da["chain"]) if "chain" in logz_da.coords else np.arange(n_chains)

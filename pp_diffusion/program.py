@@ -63,6 +63,8 @@ class ProgramInfo(NamedTuple):
     predictive
         The latent sites among ``latent`` that no observed site depends on: they integrate out of
         G and are drawn given x_0 after the run.
+    factors
+        The observed sites that are factors (``numpyro.factor``: rewards, constraints), not data.
     """
 
     site: str
@@ -73,6 +75,20 @@ class ProgramInfo(NamedTuple):
     data: dict[str, Any] = {}
     observed_args: tuple[str, ...] = ()
     predictive: tuple[str, ...] = ()
+    factors: tuple[str, ...] = ()
+
+
+def as_data(data: dict) -> dict:
+    """A program's keyword arguments with lists and tuples of numbers as NumPy arrays (a program that
+    indexes or reshapes its data expects arrays); everything else as given."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, (list, tuple)):
+            arr = np.asarray(v) if v else None
+            if arr is not None and arr.dtype.kind in "biuf":
+                v = arr
+        out[k] = v
+    return out
 
 
 def _base_distribution(fn):
@@ -202,7 +218,8 @@ def inspect_program(program: Callable, data: dict[str, Any]) -> ProgramInfo:
         if isinstance(v, (np.ndarray, jax.Array)) and any(v is o for o in obs_values)
     )
     predictive = _predictive_latents(program, site, prior, latent, data) if latent else ()
-    return ProgramInfo(site, prior, observed, latent, deterministic, dict(data), observed_args, predictive)
+    factors = tuple(s["name"] for s in _observed_sites(trace) if isinstance(_base_distribution(s["fn"]), Unit))
+    return ProgramInfo(site, prior, observed, latent, deterministic, dict(data), observed_args, predictive, factors)
 
 
 def _predictive_latents(program, site, prior, latent, data) -> tuple[str, ...]:
@@ -296,6 +313,32 @@ def posterior_sites_fn(program, info: ProgramInfo, data) -> Callable:
         return {name: site["value"] for name, site in trace.items() if name in names}
 
     return values
+
+
+def data_sites(info: ProgramInfo) -> tuple[str, ...]:
+    """The observed sites that are data (factors are not: they weight a trace, as a reward or a
+    constraint does), in program order: the sites of the ``log_likelihood`` and predictive groups."""
+    return tuple(name for name in info.observed if name not in info.factors)
+
+
+def pointwise_log_likelihood_fn(program, info: ProgramInfo, data) -> Callable:
+    """``{latent: value} -> {site: log p(y_i | latents)}`` for one draw: each data site's elementwise
+    log-probability (over its batch shape; event dimensions summed, as ``fn.log_prob`` gives it), with
+    NumPyro's masks (masked elements are 0) and times the site's ``scale``, as ArviZ's
+    ``log_likelihood`` group holds it. Factors are left out (:func:`data_sites`)."""
+    names = data_sites(info)
+
+    def pointwise(values):
+        seeded = handlers.seed(program, jax.random.key(0))
+        trace = handlers.trace(handlers.substitute(seeded, data=values)).get_trace(**data)
+        out = {}
+        for name in names:
+            site = trace[name]
+            lp = site["fn"].log_prob(site["value"])
+            out[name] = lp if site.get("scale") is None else site["scale"] * lp
+        return out
+
+    return pointwise
 
 
 class _Reading(NamedTuple):

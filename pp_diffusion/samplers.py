@@ -4,7 +4,9 @@ A sampler is a value (:class:`Sampler`) built by a function such as :func:`iid` 
 ``pp_diffusion.smc.twisted(...)``. ``setup(program, info, data)`` runs once, eagerly (it may read
 the program's structure with NumPy); ``run(rng_key, context)`` does one independent run on what
 ``setup`` returned and gives a :class:`SamplerOutput` of arrays. ``infer`` vmaps ``run`` over
-chains, jits the whole, and converts the result to ArviZ.
+chains, jits the whole, and converts the result to ArviZ. A sampler's draws are the ``posterior`` of
+the program, or, for :func:`iid`, its ``prior`` (with the simulated observations as its
+``prior_predictive``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from numpyro import handlers
 
+from pp_diffusion.program import unobserved
+
 __all__ = ["Sampler", "SamplerOutput", "iid"]
 
 
@@ -23,17 +27,27 @@ class SamplerOutput(NamedTuple):
     """One run's arrays.
 
     posterior
-        ``{site: (draws, *site_shape)}`` equally weighted draws.
+        ``{site: (draws, *site_shape)}`` equally weighted draws (of the prior, for a sampler whose
+        ``draws_from`` is ``"prior"``).
     sample_stats
-        ``{name: (draws, ...)}`` per-draw statistics.
+        ``{name: (draws,)}`` per-draw statistics.
     run_stats
         ``{name: array}`` per-run statistics (log-evidence, ESS per step, ...); their extra
         dimensions are named by :attr:`Sampler.stat_dims`.
+    particles
+        The final weighted particle system of a weighted sampler, ``{"x": (N, *event), "log_weight":
+        (N,), "origin": (N,)}`` (``origin``: the initial particle each descends from); the draws are
+        ``x[sample_stats["particle"]]``. Empty for samplers without one.
+    predictive
+        ``{site: (draws, ...)}`` simulated values of the program's observed sites (:func:`iid`: the
+        prior predictive); empty otherwise.
     """
 
     posterior: dict[str, jax.Array]
     sample_stats: dict[str, jax.Array]
     run_stats: dict[str, jax.Array]
+    particles: dict[str, jax.Array] = {}
+    predictive: dict[str, jax.Array] = {}
 
 
 class Sampler(NamedTuple):
@@ -56,6 +70,11 @@ class Sampler(NamedTuple):
     twists
         ``{site: twist kind} -> {site: what the sampler uses}``, for the DataTree's ``twists``
         attribute (None: the sampler uses no twists).
+    draws_from
+        ``"posterior"``, or ``"prior"`` for samplers that ignore the observations (:func:`iid`).
+    kernel
+        For SMC samplers, ``kernel(context) -> SMCKernel`` (``pp_diffusion.smc.SMCKernel``: ``init`` /
+        ``step`` / ``output`` over the weighted particle system); None otherwise.
     """
 
     name: str
@@ -65,6 +84,8 @@ class Sampler(NamedTuple):
     stat_dims: dict[str, tuple[str, ...]] = {}
     conditions: bool = True
     twists: Callable | None = None
+    draws_from: str = "posterior"
+    kernel: Callable | None = None
 
 
 SUPPORT_SDS = 10.0
@@ -98,27 +119,33 @@ def iid(num_samples: int = 1000) -> Sampler:
 
     The diffusion site runs its :class:`~pp_diffusion.DiffusionPrior`'s own chain; every
     other site is drawn from its distribution given them, as ``numpyro.infer.Predictive``
-    does. ``sample_stats.nfe`` is the number of network evaluations behind each draw;
+    does. The draws are the DataTree's ``prior`` group; observed sites, if the program has any, are
+    drawn too (:func:`~pp_diffusion.program.unobserved`) and make its ``prior_predictive``.
+    ``sample_stats.nfe`` is the number of network evaluations behind each draw;
     ``nonfinite_draws`` and ``out_of_support`` count bad draws per chain (:func:`draw_checks`), and
     ``infer`` warns about them.
     """
     num_samples = _check_positive_int(num_samples, "num_samples")
 
     def setup(program, info, data):
-        return program, info, data
+        return unobserved(program), info, data
 
     def run(rng_key, context):
         program, info, data = context
 
         def one(key):
             trace = handlers.trace(handlers.seed(program, key)).get_trace(**data)
-            return {
-                name: site["value"] for name, site in trace.items()
-                if site["type"] in ("sample", "deterministic") and not site.get("is_observed", False)
-            }
+            latent, simulated = {}, {}
+            for name, site in trace.items():
+                if site["type"] == "sample" and site["infer"].get("was_observed"):
+                    simulated[name] = site["value"]
+                elif site["type"] in ("sample", "deterministic") and not site.get("is_observed", False):
+                    latent[name] = site["value"]
+            return latent, simulated
 
-        draws = jax.vmap(one)(jax.random.split(rng_key, num_samples))
+        draws, simulated = jax.vmap(one)(jax.random.split(rng_key, num_samples))
         nfe = jnp.full((num_samples,), info.prior.nfe, dtype=jnp.int32)
-        return SamplerOutput(draws, {"nfe": nfe}, draw_checks(info.prior.model, draws[info.site]))
+        return SamplerOutput(draws, {"nfe": nfe}, draw_checks(info.prior.model, draws[info.site]),
+                             predictive=simulated)
 
-    return Sampler("iid", {"num_samples": num_samples}, setup, run, {}, conditions=False)
+    return Sampler("iid", {"num_samples": num_samples}, setup, run, {}, conditions=False, draws_from="prior")

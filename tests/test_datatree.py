@@ -1,45 +1,55 @@
-"""``diagnostics.to_datatree`` builds its datasets directly (it runs on every ``infer`` call); they must be
-what ArviZ's own converter, ``arviz_base.dict_to_dataset``, would build from the same arrays."""
+"""``_datatree.to_datatree``: ArviZ's group layout, the sites' dims in every group they appear in, and
+per-run diagnostics in a group of their own."""
 
 import sys
 
 import numpy as np
-import pytest
 import xarray as xr
 from arviz_base import dict_to_dataset
 
 import pp_diffusion  # noqa: F401
-from pp_diffusion.diagnostics import to_datatree
+from pp_diffusion._datatree import to_datatree
 
 RNG = np.random.default_rng(0)
-POSTERIOR = {"x": RNG.normal(size=(2, 50, 8)).astype(np.float32), "img": RNG.normal(size=(2, 50, 3, 4))}
-SAMPLE_STATS = {"nfe": np.zeros((2, 50), np.int32), "vjp": np.ones((2, 50), np.int32)}
-RUN_STATS = {"log_evidence": RNG.normal(size=2), "final_log_weights": RNG.normal(size=(2, 50)),
-             "ess": RNG.normal(size=(2, 10)), "degenerate": np.zeros(2, bool), "extra": np.zeros((2, 3, 2))}
-STAT_DIMS = {"final_log_weights": ("particle",), "ess": ("step",)}
-OBSERVED = {"y": np.arange(3.0), "s": np.float32(1.0)}
+POSTERIOR = {"x": RNG.normal(size=(2, 50, 3)).astype(np.float32), "img": RNG.normal(size=(2, 50, 3, 4))}
+SAMPLE_STATS = {"nfe": np.zeros((2, 50), np.int32), "particle": np.tile(np.arange(50), (2, 1))}
+DIAGNOSTICS = {"log_marginal_likelihood": RNG.normal(size=2), "ess": RNG.normal(size=(2, 10)),
+               "degenerate": np.zeros(2, bool), "site_nonfinite": np.zeros((2, 2), np.int32)}
+STAT_DIMS = {"ess": ("step",), "site_nonfinite": ("site",)}
+OBSERVED = {"y": np.arange(3.0)}
+LOG_LIK = {"y": RNG.normal(size=(2, 50, 3))}
 
 
-def _arviz(variables, sample_dims, dims, attrs):
-    return dict_to_dataset(variables, sample_dims=sample_dims, dims=dims, attrs=attrs,
-                           inference_library=sys.modules["pp_diffusion"])
+def _tree(**kw):
+    groups = {"posterior": POSTERIOR, "sample_stats": SAMPLE_STATS, "log_likelihood": LOG_LIK,
+              "observed_data": OBSERVED, "diagnostics": DIAGNOSTICS, "particles": {}}
+    return to_datatree(groups, stat_dims=STAT_DIMS, attrs={"sampler": "s"}, **kw)
 
 
-@pytest.mark.parametrize("run_stats", [RUN_STATS, {}])
-@pytest.mark.parametrize("observed", [OBSERVED, {}])
-def test_groups_are_what_arviz_builds(run_stats, observed):
-    tree = to_datatree(POSTERIOR, SAMPLE_STATS, run_stats, observed, stat_dims=STAT_DIMS, attrs={"sampler": "s"})
+def test_per_draw_groups_are_what_arviz_builds():
+    tree = _tree()
+    assert set(tree.children) == {"posterior", "sample_stats", "log_likelihood", "observed_data", "diagnostics"}
     attrs = {"sampler": "s", "created_at": tree["posterior"].attrs["created_at"]}
-    stats = _arviz(SAMPLE_STATS, ["chain", "draw"], None, attrs)
-    if run_stats:
-        dims = {k: list(STAT_DIMS.get(k, ())) for k in run_stats}
-        stats = xr.merge([stats, _arviz(run_stats, ["chain"], dims, attrs)], combine_attrs="override")
-    expected = {"posterior": _arviz(POSTERIOR, ["chain", "draw"], None, attrs), "sample_stats": stats}
-    if observed:
-        expected["observed_data"] = _arviz(observed, [], None, attrs)
-    assert set(tree.children) == set(expected)
-    for group, want in expected.items():
-        got = tree[group].to_dataset()
-        xr.testing.assert_identical(got, want)
-        assert list(got.data_vars) == list(want.data_vars)
-        assert got.attrs == want.attrs
+    for group, variables in [("posterior", POSTERIOR), ("sample_stats", SAMPLE_STATS), ("log_likelihood", LOG_LIK)]:
+        want = dict_to_dataset(variables, sample_dims=["chain", "draw"], attrs=attrs,
+                               inference_library=sys.modules["pp_diffusion"])
+        xr.testing.assert_identical(tree[group].to_dataset(), want)
+        assert tree[group].attrs == want.attrs
+
+
+def test_diagnostics_have_named_dims_and_flags_are_integers():
+    tree = _tree(coords={"site": ["y", "f"]})
+    diag = tree["diagnostics"].to_dataset()
+    assert diag["log_marginal_likelihood"].dims == ("chain",)
+    assert diag["ess"].dims == ("chain", "step")
+    assert diag["site_nonfinite"].dims == ("chain", "site") and list(diag["site"].values) == ["y", "f"]
+    assert diag["degenerate"].dtype == np.int8  # so that arviz.summary runs on the group
+
+
+def test_dims_and_coords_name_a_site_in_every_group():
+    tree = _tree(dims={"x": ["axis"], "y": ["obs"]}, coords={"obs": ["a", "b", "c"]})
+    assert tree["posterior"]["x"].dims == ("chain", "draw", "axis")
+    assert tree["log_likelihood"]["y"].dims == ("chain", "draw", "obs")
+    assert tree["observed_data"]["y"].dims == ("obs",)
+    assert list(tree["observed_data"]["obs"].values) == ["a", "b", "c"]
+    assert tree["posterior"]["img"].dims == ("chain", "draw", "img_dim_0", "img_dim_1")

@@ -55,8 +55,8 @@ def idata():
 
 def test_groups_and_dimensions(idata):
     assert isinstance(idata, xr.DataTree)
-    assert set(idata.children) == {"posterior", "sample_stats"}  # nothing observed
-    post = idata.posterior
+    assert set(idata.children) == {"prior", "sample_stats_prior", "diagnostics"}  # nothing observed
+    post = idata.prior
     assert set(post.data_vars) == {"x", "norm", "z"}
     assert post["x"].dims == ("chain", "draw", "x_dim_0")
     assert post["x"].shape == (NUM_CHAINS, NUM_DRAWS, 2)
@@ -67,14 +67,14 @@ def test_groups_and_dimensions(idata):
 
 
 def test_sample_stats_count_network_evaluations(idata):
-    nfe = idata.sample_stats["nfe"]
+    nfe = idata.sample_stats_prior["nfe"]
     assert nfe.dims == ("chain", "draw")
     assert np.all(nfe.values == STEPS * PRIOR.integrator.nfe_per_step)
     assert np.all(nfe.values == PRIOR.nfe)
 
 
 def test_attributes_name_the_sampler_and_settings(idata):
-    for group in ["posterior", "sample_stats"]:
+    for group in ["prior", "sample_stats_prior"]:
         attrs = idata[group].attrs
         assert attrs["sampler"] == "iid"
         assert attrs["sampler_num_samples"] == NUM_DRAWS
@@ -90,7 +90,7 @@ def test_attributes_name_the_sampler_and_settings(idata):
 
 def test_arviz_summary_rhat_and_ess(idata):
     total = NUM_CHAINS * NUM_DRAWS
-    summary = az.summary(idata, round_to="none")
+    summary = az.summary(idata, group="prior", round_to="none")
     assert {"x[0]", "x[1]", "norm", "z"} <= set(summary.index)
     # independent draws: r_hat ~ 1 (measured |r_hat - 1| <= 0.0031 over seeds 0-9), ESS ~ the
     # number of draws (measured bulk ESS 1740-2155 of 2000)
@@ -100,19 +100,19 @@ def test_arviz_summary_rhat_and_ess(idata):
     means = summary.loc[["x[0]", "x[1]"], "mean"].astype(float).to_numpy()
     assert np.all(np.abs(means - MIXTURE_MEAN) < 5 * np.sqrt(MIXTURE_VAR / total)), means
 
-    rhat = az.rhat(idata)
-    ess = az.ess(idata)
+    rhat = az.rhat(idata, group="prior")
+    ess = az.ess(idata, group="prior")
     np.testing.assert_allclose(rhat["x"].values, summary.loc[["x[0]", "x[1]"], "r_hat"].astype(float), rtol=1e-6)
     np.testing.assert_allclose(ess["x"].values, summary.loc[["x[0]", "x[1]"], "ess_bulk"].astype(float), rtol=1e-6)
     assert np.all(np.abs(rhat["z"].values - 1.0) < 0.01)
 
 
 def test_deterministic_and_extra_latent_sites_are_carried(idata):
-    x = idata.posterior["x"].values.astype(np.float64)
-    np.testing.assert_allclose(idata.posterior["norm"].values, np.linalg.norm(x, axis=-1), rtol=1e-5)
+    x = idata.prior["x"].values.astype(np.float64)
+    np.testing.assert_allclose(idata.prior["norm"].values, np.linalg.norm(x, axis=-1), rtol=1e-5)
     # z | x ~ N(x_1 + x_2, 1): its residuals are standard normal and independent of x
     # (measured |z| of their mean and variance <= 2.2, seeds 0-9)
-    resid = (idata.posterior["z"].values - x.sum(-1)).ravel()
+    resid = (idata.prior["z"].values - x.sum(-1)).ravel()
     n = resid.size
     assert abs(resid.mean()) < 5 / np.sqrt(n)
     assert abs(resid.var() - 1.0) < 5 * np.sqrt(2.0 / n)
@@ -120,7 +120,7 @@ def test_deterministic_and_extra_latent_sites_are_carried(idata):
 
 
 def test_chains_are_independent_runs(idata):
-    x = idata.posterior["x"].values
+    x = idata.prior["x"].values
     assert np.unique(x[..., 0]).size == x[..., 0].size  # no draw repeated within or across chains
     for a in range(NUM_CHAINS):
         for b in range(a + 1, NUM_CHAINS):
@@ -135,9 +135,9 @@ def test_chains_are_independent_runs(idata):
 def test_same_key_same_result_other_key_other_result(idata):
     again = _infer(SEED)
     for name in ["x", "norm", "z"]:
-        np.testing.assert_array_equal(again.posterior[name].values, idata.posterior[name].values)
+        np.testing.assert_array_equal(again.prior[name].values, idata.prior[name].values)
     other = _infer(SEED + 1)
-    assert not np.allclose(other.posterior["x"].values, idata.posterior["x"].values)
+    assert not np.allclose(other.prior["x"].values, idata.prior["x"].values)
 
 
 # --------------------------------------------------------------------------- errors
@@ -185,11 +185,20 @@ def test_rng_key_must_be_a_key():
         ppd.infer(program, SAMPLER, 0)
 
 
-def test_iid_refuses_a_program_with_observations():
-    with pytest.raises(ValueError, match="observed") as err:
-        ppd.infer(observing_program, SAMPLER, jax.random.key(0), y=1.0)
-    assert "'y'" in str(err.value)
-    assert "iid" in str(err.value)
+def test_iid_draws_the_prior_and_prior_predictive_of_a_program_with_observations():
+    """iid ignores the observations: its draws are the prior, and the observed site is simulated (the
+    prior predictive). y ~ N(x_1 + x_2, 1): its mean and variance are the mixture's sum's, plus 1."""
+    idata = ppd.infer(observing_program, ppd.iid(2000), jax.random.key(0), num_chains=2, y=1.0)
+    assert {"prior", "prior_predictive", "observed_data"} <= set(idata.children)
+    assert "posterior" not in idata.children and "log_likelihood" not in idata.children
+    y = np.asarray(idata.prior_predictive["y"].values, np.float64).ravel()
+    mean = MIXTURE_MEAN.sum()
+    var = float(np.ones(2) @ MIXTURE.covariance() @ np.ones(2)) + 1.0
+    # 4,000 draws of the 50-step chain: 5 standard errors (the chain's own bias is below 0.05 here)
+    assert abs(y.mean() - mean) < 5 * np.sqrt(var / y.size) + 0.05, (y.mean(), mean)
+    assert abs(y.var() / var - 1.0) < 0.1, (y.var(), var)
+    with pytest.raises(ValueError, match="posterior_predictive"):
+        ppd.infer(observing_program, ppd.iid(10), jax.random.key(0), y=1.0, posterior_predictive=True)
 
 
 def test_iid_num_samples_must_be_a_positive_integer():
@@ -322,7 +331,7 @@ def test_a_network_returning_nan_gives_flagged_draws_under_infer_and_predictive(
 
     with pytest.warns(RuntimeWarning, match="non-finite draws"):
         idata = ppd.infer(program, ppd.iid(400), jax.random.key(0))
-    bad = int(idata.sample_stats["nonfinite_draws"].values.sum())
-    assert bad == int(np.sum(~np.all(np.isfinite(idata.posterior["x"].values), axis=-1))) > 0
+    bad = int(idata.diagnostics["nonfinite_draws"].values.sum())
+    assert bad == int(np.sum(~np.all(np.isfinite(idata.prior["x"].values), axis=-1))) > 0
     with pytest.warns(RuntimeWarning, match="not finite"):
         Predictive(program, num_samples=8)(jax.random.key(1))

@@ -119,15 +119,14 @@ def _smc_tree(num_chains=3, num_steps=20, log_evidence=None, attrs=None, drop=()
     ess = RNG.uniform(50, 100, size=(num_chains, num_steps))
     res = RNG.uniform(size=(num_chains, num_steps)) < 0.25
     logz = RNG.normal(-2.0, 0.1, size=num_chains) if log_evidence is None else np.asarray(log_evidence, float)
-    variables = {"ess": (("chain", "step"), ess), "log_evidence": (("chain",), logz),
-                 "nfe": (("chain", "draw"), np.full((num_chains, 5), 20))}
+    variables = {"ess": (("chain", "step"), ess), "log_marginal_likelihood": (("chain",), logz)}
     if resampled:
         variables["resampled"] = (("chain", "step"), res)
     for name in drop:
         variables.pop(name)
     stats = xr.Dataset(variables, coords={"chain": np.arange(num_chains), "step": np.arange(num_steps)},
                        attrs=attrs or {})
-    return xr.DataTree.from_dict({"sample_stats": stats}), ess, res, logz
+    return xr.DataTree.from_dict({"diagnostics": stats}), ess, res, logz
 
 
 def test_smc_diagnostics_lines_hold_ess_resampling_and_evidence():
@@ -193,27 +192,28 @@ def test_smc_diagnostics_accepts_the_dataset_and_given_axes():
     tree, ess, _, _ = _smc_tree()
     fig = Figure()
     axes = fig.subplots(1, 2)
-    assert plots.plot_smc_diagnostics(tree["sample_stats"].to_dataset(), axes=axes) is fig
+    assert plots.plot_smc_diagnostics(tree["diagnostics"].to_dataset(), axes=axes) is fig
     np.testing.assert_allclose(axes[0].lines[0].get_ydata(), ess[0])
     with pytest.raises(ValueError, match="two matplotlib Axes"):
         plots.plot_smc_diagnostics(tree, axes=[axes[0]])
 
 
-@pytest.mark.parametrize("drop, missing", [(("ess",), "'ess'"), (("log_evidence",), "'log_evidence'"),
-                                           (("ess", "log_evidence"), "'ess' and no 'log_evidence'")])
+@pytest.mark.parametrize("drop, missing", [(("ess",), "'ess'"),
+                                           (("log_marginal_likelihood",), "'log_marginal_likelihood'"),
+                                           (("ess", "log_marginal_likelihood"), "'ess' and no 'log_marginal_likelihood'")])
 def test_smc_diagnostics_names_missing_statistics(drop, missing):
     tree, *_ = _smc_tree(drop=drop)
-    with pytest.raises(ValueError, match=f"sample_stats has no {missing}"):
+    with pytest.raises(ValueError, match=f"diagnostics has no {missing}"):
         plots.plot_smc_diagnostics(tree)
 
 
 def test_smc_diagnostics_rejects_other_input():
     posterior_only = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw"), np.zeros((2, 3)))})})
-    with pytest.raises(ValueError, match="no sample_stats group"):
+    with pytest.raises(ValueError, match="no diagnostics group"):
         plots.plot_smc_diagnostics(posterior_only)
     with pytest.raises(TypeError, match="xarray.DataTree"):
         plots.plot_smc_diagnostics({"ess": np.zeros((2, 3))})
-    bad_dims = xr.Dataset({"ess": (("chain",), np.ones(2)), "log_evidence": (("chain",), np.zeros(2))})
+    bad_dims = xr.Dataset({"ess": (("chain",), np.ones(2)), "log_marginal_likelihood": (("chain",), np.zeros(2))})
     with pytest.raises(ValueError, match=r"'ess'\] must have dims"):
         plots.plot_smc_diagnostics(bad_dims)
 
@@ -230,13 +230,13 @@ def test_smc_diagnostics_of_a_real_run():
     idata = ppd.infer(program, ppd.smc.bootstrap(32), jax.random.key(0), num_chains=2, y=jnp.asarray(1.0))
     fig = plots.plot_smc_diagnostics(idata, log_evidence_exact=mixture.log_evidence([[1.0, 0.0]], [1.0], 0.25))
     ax_ess, ax_z = fig.axes
-    stats = idata.sample_stats
+    stats = idata.diagnostics
     for i, line in enumerate(ax_ess.lines[:2]):
         np.testing.assert_allclose(line.get_ydata(), np.asarray(stats["ess"][i]), rtol=1e-6)
         assert list(line.get_markevery()) == np.flatnonzero(np.asarray(stats["resampled"][i])).tolist()
     assert len(_labelled(ax_ess, "threshold")) == 1  # bootstrap resamples adaptively at 0.5 N
     np.testing.assert_allclose([line.get_ydata()[0] for line in _markers(ax_z)],
-                               np.asarray(stats["log_evidence"]), rtol=1e-6)
+                               np.asarray(stats["log_marginal_likelihood"]), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- image grids

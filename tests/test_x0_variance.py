@@ -77,7 +77,7 @@ def test_conditioning_with_a_five_step_analytic_chain_is_exact(x0_var, make, eta
     exact = np.asarray(GAUSS.posterior(A, y, sigma_y**2).sample(jax.random.key(9), 100_000))
     np.testing.assert_allclose(draws.mean(0), exact.mean(0), atol=0.06)
     np.testing.assert_allclose(draws.var(0) / exact.var(0), 1.0, atol=0.07)
-    log_z_err = idata.sample_stats["log_evidence"].values - GAUSS.log_evidence(A, y, sigma_y**2)
+    log_z_err = idata.diagnostics["log_marginal_likelihood"].values - GAUSS.log_evidence(A, y, sigma_y**2)
     assert np.max(np.abs(log_z_err)) < 0.08  # 0.15-0.2 nats with DDPM's kernel at 5 steps
 
 
@@ -147,7 +147,7 @@ def test_mcgdiff_proposal_is_locally_optimal_for_gaussian_data(sigma_y):
 
     idata = ppd.infer(program, ppd.smc.mcgdiff(512, ess_threshold=0.0), jax.random.key(5), num_chains=2, y=y,
                       progress_bar=False)
-    ess = idata.sample_stats["ess"].values  # (chain, step)
+    ess = idata.diagnostics["ess"].values  # (chain, step)
     assert np.all(ess[:, 1:] > 0.999 * ess[:, :1]), ess.min(axis=1) / ess[:, 0]
-    log_z_err = idata.sample_stats["log_evidence"].values - GAUSS.log_evidence(A, y, sigma_y**2)
+    log_z_err = idata.diagnostics["log_marginal_likelihood"].values - GAUSS.log_evidence(A, y, sigma_y**2)
     assert np.max(np.abs(log_z_err)) < 0.05

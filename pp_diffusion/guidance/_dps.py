@@ -17,7 +17,7 @@ G(xhat_0(x_t)). Two steps are offered:
 
 The default takes the normalised step for linear-Gaussian observations and the constant one
 otherwise. No evidence estimate; draws that leave the model's support are counted
-(``sample_stats.out_of_support``) and warned about, as DPS can diverge without any weight noticing.
+(``diagnostics.out_of_support``) and warned about, as DPS can diverge without any weight noticing.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ Resampling schemes are BlackJAX's own (``resampling.systematic``, ``stratified``
 
 from blackjax.smc import resampling as resampling
 
-from pp_diffusion.smc._base import Particle as Particle, SMCInfo as SMCInfo, run_smc as run_smc
+from pp_diffusion.smc._base import (
+    Particle as Particle, SMCInfo as SMCInfo, SMCKernel as SMCKernel, SMCState as SMCState, kernel as kernel,
+)
 from pp_diffusion.smc._twisted import bootstrap as bootstrap, fk_steering as fk_steering, twisted as twisted
 from pp_diffusion.smc._mcgdiff import mcgdiff as mcgdiff
 from pp_diffusion.smc._svdd import svdd as svdd

@@ -50,16 +50,18 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import blackjax.smc.base as smc_base
+import blackjax.smc.ess as smc_ess
 import blackjax.smc.solver as smc_solver
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from pp_diffusion import _progress
-from pp_diffusion.program import FeynmanKacModel, feynman_kac
+from pp_diffusion.program import FeynmanKacModel, as_data, feynman_kac, inspect_program
 from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int, draw_checks
 
-__all__ = ["Particle", "SMCInfo", "run_smc", "gaussian_log_ratio", "fk_sampler", "LOW_ESS_FRACTION"]
+__all__ = ["Particle", "SMCInfo", "SMCState", "SMCKernel", "run_smc", "gaussian_log_ratio", "fk_sampler",
+           "LOW_ESS_FRACTION"]
 
 LOW_ESS_FRACTION = 0.01
 
@@ -189,63 +191,104 @@ def _identity_resampling(rng_key, weights, num_samples):
     return jnp.arange(num_samples)
 
 
-def run_smc(
-    rng_key,
-    *,
-    x_T: jax.Array,
-    times: jax.Array,
-    init_particle: Callable,
-    move: Callable,
-    resampling: Callable,
-    ess_threshold: float,
-    resample_every: int | None = None,
-    weighted: bool = True,
-    carry_x0_prev: bool = False,
-    temper: Callable | None = None,
-    target_ess: float = 0.5,
-):
-    """Run SMC along ``times`` from the ``(N, *event)`` initial ``x_T``.
+class SMCState(NamedTuple):
+    """The state of an SMC run over the reverse chain: BlackJAX's ``smc.base.SMCState`` (its first
+    three fields, same names and meaning) and the run's own records.
 
-    Returns ``(final SMCState, log_evidence, stacked SMCInfo, ESS of the initial weights)``. ``resample_every`` (when
-    given) resamples on a fixed interval of steps, as FK steering does; otherwise the step
-    resamples when the ESS is below ``ess_threshold * N``. ``weighted=False`` keeps uniform
-    weights (for methods whose particles are never weighted). ``carry_x0_prev`` gives every moved
-    particle its ancestor's ``x0_hat`` as ``x0_prev`` (the initial particles their own).
+    particles
+        The :class:`Particle` batch (leading axis: particle); ``particles.x`` is x_t.
+    weights
+        Normalised weights, shape ``(N,)``.
+    update_parameters
+        BlackJAX's update parameters: ``{"resample": whether the last step resampled}``.
+    log_evidence
+        The running estimate of log Z (the sum of BlackJAX's log-likelihood increments).
+    min_ess
+        The smallest ESS after any reweighting so far (the initial one included).
+    index
+        The index of the next step: -1 for the unevaluated state of :meth:`SMCKernel.skeleton`, 0
+        after :meth:`SMCKernel.init`, ``num_steps`` when the particles are clean data.
+    ancestors
+        ``ancestors[i]``: the particle of the previous step that particle i was moved from (BlackJAX's
+        ``SMCInfo.ancestors``; the identity on steps that did not resample).
+    """
 
-    ``init_particle(x_T)`` makes an unevaluated particle (no network call: ``log_h`` 0); the first
-    step of the scan, with ``index = -1`` and t = s = t_N, is ``move``'s evaluation of it (x_s = x_T, no
-    proposal), which gives the initial weights h_N(x_N). Every later step moves t -> s; the last one,
-    into clean data, is a ``lax.cond`` branch calling ``move(..., final=True)``. So one ``lax.scan`` body
-    holds the network and one BlackJAX step, whatever the method: compiled once, in a time flat in the
-    number of steps.
+    particles: Particle
+    weights: jax.Array
+    update_parameters: dict
+    log_evidence: jax.Array
+    min_ess: jax.Array
+    index: jax.Array
+    ancestors: jax.Array
+
+
+class SMCKernel(NamedTuple):
+    """An SMC sampler on one program, as BlackJAX's algorithms are: pure functions over a state.
+
+    ``init(rng_key) -> SMCState`` draws x_N ~ N(0, I) for every particle and weighs it by h_N;
+    ``step(rng_key, state) -> (SMCState, SMCInfo)`` moves every particle one step down the time grid
+    (resampling first when the ESS asks for it) and reweights; after ``num_steps`` steps the particles
+    are clean data x_0 and ``output(rng_key, state, infos)`` gives the run's equally weighted draws and
+    diagnostics (a :class:`~pp_diffusion.samplers.SamplerOutput`; ``infos``: the steps' ``SMCInfo``,
+    stacked or as a list). ``skeleton(rng_key)`` is the state before init's evaluation (index -1):
+    ``init(k) == step(init_key(k), skeleton(k))[0]``.
+
+    ``infer`` runs exactly this: for chain c, ``k_init, k_run, k_out = jax.random.split(
+    jax.random.split(rng_key, num_chains)[c], 3)``, then ``init(k_init)``, ``step`` with the keys
+    ``jax.random.split(k_run, num_steps)`` in a ``lax.scan``, and ``output(k_out, ...)``. Between steps a
+    user may stop, inspect or change the state: a move that changes ``particles.x`` must leave the
+    current target p_t(x) h_t(x) invariant and refresh the particle's cached ``x0_hat`` and ``log_h``.
+    """
+
+    init: Callable
+    step: Callable
+    output: Callable
+    num_steps: int
+    skeleton: Callable
+
+
+def init_key(rng_key):
+    """The key of :meth:`SMCKernel.init`'s evaluation step (its proposal draws are unused)."""
+    return jax.random.fold_in(rng_key, 1)
+
+
+def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_threshold: float,
+                resample_every: int | None = None, weighted: bool = True, carry_x0_prev: bool = False,
+                temper: Callable | None = None, target_ess: float = 0.5) -> Callable:
+    """``step(rng_key, state) -> (state, SMCInfo)``: one step of SMC along ``times`` (see
+    :class:`SMCKernel`), the step with ``state.index == -1`` being the evaluation of the initial
+    particles (x_s = x_T, t = s = t_N, no proposal), which gives the initial weights h_N(x_N).
+
+    ``resample_every`` (when given) resamples on a fixed interval of steps, as FK steering does;
+    otherwise the step resamples when the ESS is below ``ess_threshold * N``. ``weighted=False`` keeps
+    uniform weights (for methods whose particles are never weighted). ``carry_x0_prev`` gives every
+    moved particle its ancestor's ``x0_hat`` as ``x0_prev`` (the initial particles their own). The last
+    step, into clean data, is a ``lax.cond`` branch calling ``move(..., final=True)``: one ``lax.scan``
+    body holds the network and one BlackJAX step, whatever the method, so it is compiled once, in a time
+    flat in the number of steps.
 
     ``temper(particle, lam) -> particle`` (adaptive tempering, see the module docstring) completes a
     particle that a non-final ``move`` left with its twist's parts apart: its ``log_h``, ``aux`` and
     ``incr`` at exponent ``lam``. The exponent of each step is chosen here, with the conditional ESS
     kept at ``target_ess`` (0 at the initial evaluation).
     """
-    num = x_T.shape[0]
     num_steps = times.shape[0] - 1
-    particles = jax.vmap(init_particle)(x_T)._replace(origin=jnp.arange(num, dtype=jnp.int32))
     tempered = jax.vmap(temper, in_axes=(0, None)) if temper is not None else None
-    if tempered is not None:
-        particles = particles._replace(lam=jnp.zeros(num))
-    if carry_x0_prev:  # a placeholder until the first step evaluates x0_hat
-        particles = particles._replace(x0_prev=jnp.zeros_like(particles.x))
-    state = smc_base.SMCState(particles, jnp.full((num,), 1.0 / num), {"resample": jnp.asarray(False)})
 
-    def one_step(carry, inputs):
-        state, log_z = carry
-        key, t, s, index = inputs
+    def step(rng_key, state: SMCState):
+        index = state.index
+        num = state.weights.shape[0]
         first, final = index < 0, index == num_steps - 1
-        ess_before = 1.0 / jnp.sum(state.weights**2)
+        t = times[jnp.maximum(index, 0)]
+        s = times[index + 1]
+        ess_before = smc_ess.ess(jnp.log(state.weights))
         if resample_every is None:
             do_resample = ess_before < ess_threshold * num
         else:
             do_resample = (index % resample_every == 0) & (index > 0)
         do_resample = do_resample & ~first
         log_w = jnp.where(first, 0.0, jnp.log(num * state.weights))
-        state = smc_base.SMCState(
+        blackjax_state = smc_base.SMCState(
             state.particles._replace(log_w=log_w), state.weights, {"resample": do_resample}
         )
 
@@ -284,39 +327,73 @@ def run_smc(
             log_w = particles.log_w + incr
             return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
 
-        new_state, info = smc_base.step(key, state, update_fn, weight_fn, resample_fn)
-        num_nan = jnp.sum(jnp.isnan(new_state.particles.incr))
-        ess = 1.0 / jnp.sum(new_state.weights**2)
-        lam = jnp.where(final, 1.0, new_state.particles.lam[0]) if tempered is not None else jnp.ones(())
+        new, info = smc_base.step(rng_key, blackjax_state, update_fn, weight_fn, resample_fn)
+        num_nan = jnp.sum(jnp.isnan(new.particles.incr))
+        ess = smc_ess.ess(jnp.log(new.weights))
+        lam = jnp.where(final, 1.0, new.particles.lam[0]) if tempered is not None else jnp.ones(())
         step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan, jnp.asarray(lam, jnp.float32))
         _progress.tick(jnp.maximum(index, 0))
-        return (new_state, log_z + info.log_likelihood_increment), step_info
+        new_state = SMCState(
+            new.particles, new.weights, new.update_parameters,
+            state.log_evidence + info.log_likelihood_increment,
+            jnp.minimum(state.min_ess, ess) if weighted else jnp.asarray(num, jnp.float32),
+            index + 1, info.ancestors,
+        )
+        return new_state, step_info
 
-    # the moves' keys as before the initial evaluation joined the scan; that step's own draws are unused
-    keys = jax.random.split(rng_key, num_steps)
-    keys = jnp.concatenate([jax.random.fold_in(rng_key, num_steps)[None], keys])
-    inputs = (keys, jnp.concatenate([times[:1], times[:-1]]), jnp.concatenate([times[:1], times[1:]]),
-              jnp.arange(-1, num_steps))
-    (state, log_z), infos = jax.lax.scan(one_step, (state, jnp.zeros(())), inputs)
-    initial_ess = infos.ess[0]
-    return state, log_z, jax.tree.map(lambda a: a[1:], infos), initial_ess
+    return step
 
 
-def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, initial_ess=None,
-               site_log_probs: Callable | None = None):
+def skeleton_state(x_T: jax.Array, init_particle: Callable, *, tempered: bool = False,
+                   carry_x0_prev: bool = False) -> SMCState:
+    """The unevaluated initial state (index -1) of the ``(N, *event)`` particles ``x_T``:
+    ``init_particle(x_T)`` (no network call: ``log_h`` 0) on every particle, uniform weights by
+    ``blackjax.smc.base.init``."""
+    num = x_T.shape[0]
+    particles = jax.vmap(init_particle)(x_T)._replace(origin=jnp.arange(num, dtype=jnp.int32))
+    if tempered:
+        particles = particles._replace(lam=jnp.zeros(num))
+    if carry_x0_prev:  # a placeholder until the first step evaluates x0_hat
+        particles = particles._replace(x0_prev=jnp.zeros_like(particles.x))
+    base = smc_base.init(particles, {"resample": jnp.asarray(False)})
+    return SMCState(base.particles, base.weights, base.update_parameters, jnp.zeros(()),
+                    jnp.asarray(num, jnp.float32), jnp.asarray(-1, jnp.int32), jnp.arange(num, dtype=jnp.int32))
+
+
+def run_smc(rng_key, state: SMCState, step: Callable, num_steps: int):
+    """``(final state, stacked SMCInfo of the steps)``: ``state`` (the skeleton) evaluated and moved
+    ``num_steps`` steps by ``step`` in one ``lax.scan`` (:class:`SMCKernel`'s key convention: the
+    evaluation uses :func:`init_key` of ``rng_key[0]``, the steps ``rng_key[1]``'s split)."""
+    k_init, k_run = rng_key
+    keys = jnp.concatenate([init_key(k_init)[None], jax.random.split(k_run, num_steps)])
+    state, infos = jax.lax.scan(lambda state, key: step(key, state), state, keys)
+    return state, jax.tree.map(lambda a: a[1:], infos)
+
+
+def _stacked(infos) -> SMCInfo:
+    if isinstance(infos, (list, tuple)) and not isinstance(infos, SMCInfo):
+        return jax.tree.map(lambda *a: jnp.stack(a), *infos)
+    return infos
+
+
+def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: int, weighted: bool = True,
+               site_log_probs: Callable | None = None, log_z_offset=0.0):
     """Equally weighted draws (a final resampling of the weighted particles) and the diagnostics
-    of one run, as a :class:`~pp_diffusion.samplers.SamplerOutput`.
+    of one run, as ``(draws, sample_stats, run_stats, particles)``.
 
     The draws stay in the resampling's order (copies of one particle adjacent, as BlackJAX's schemes
     return them), so ArviZ's autocorrelation-based ESS of a chain sees the copies instead of
-    counting them as independent draws; ``num_distinct`` is the number of distinct particles among
-    them, ``num_lineages`` the number of initial particles they descend from (resampling along the run
-    makes later particles share ancestors: path degeneracy) and ``final_ess`` the Kish ESS of the
-    weights they were drawn with. ``site_log_probs``
-    (x_0 -> one log-probability per observed site) gives ``site_nonfinite``, the number of final
-    particles at which each site is NaN or infinite.
+    counting them as independent draws; ``sample_stats["particle"]`` is the final particle each draw
+    copies, ``num_distinct`` the number of distinct particles among them, ``num_lineages`` the number
+    of initial particles they descend from (resampling along the run makes later particles share
+    ancestors: path degeneracy) and ``final_ess`` the Kish ESS of the weights they were drawn with.
+    ``site_log_probs`` (x_0 -> one log-probability per observed site) gives ``site_nonfinite``, the
+    number of final particles at which each site is NaN or infinite. ``particles`` is the final
+    weighted particle system: ``x``, ``log_weight`` (normalised) and ``origin``.
     """
+    infos = _stacked(infos)
     num = state.weights.shape[0]
+    log_z = state.log_evidence + log_z_offset
     log_weights = jnp.log(state.weights)
     degenerate = ~jnp.all(jnp.isfinite(state.weights)) | ~jnp.isfinite(log_z)
     safe_weights = jnp.where(degenerate, jnp.full_like(state.weights, 1.0 / num), state.weights)
@@ -329,16 +406,15 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, 
     sample_stats = {
         "nfe": jnp.full((num,), nfe, jnp.int32),
         "vjp": jnp.full((num,), vjp, jnp.int32),
+        "particle": idx.astype(jnp.int32),
     }
-    min_ess = jnp.min(infos.ess)
-    if initial_ess is not None:
-        min_ess = jnp.minimum(min_ess, initial_ess)
+    min_ess = state.min_ess
     run_stats = {
-        "log_evidence": jnp.where(degenerate, -jnp.inf, log_z),
-        "final_log_weights": log_weights,
+        "log_marginal_likelihood": jnp.where(degenerate, -jnp.inf, log_z) if weighted else jnp.full((), jnp.nan),
         "ess": infos.ess,
         "resampled": infos.resampled,
         "num_nan": infos.num_nan,
+        "lam": infos.lam,
         "degenerate": degenerate,
         "final_ess": infos.ess[-1],
         "min_ess": min_ess,
@@ -350,11 +426,11 @@ def smc_output(rng_key, state, log_z, infos, *, resampling, nfe: int, vjp: int, 
         per_site = jax.vmap(site_log_probs)(state.particles.x)
         if per_site.shape[1]:
             run_stats["site_nonfinite"] = jnp.sum(~jnp.isfinite(per_site), axis=0)
-    return draws, sample_stats, run_stats
+    particles = {"x": state.particles.x, "log_weight": log_weights, "origin": state.particles.origin}
+    return draws, sample_stats, run_stats, particles
 
 
 STAT_DIMS = {
-    "final_log_weights": ("particle",),
     "ess": ("step",),
     "resampled": ("step",),
     "num_nan": ("step",),
@@ -366,9 +442,14 @@ STAT_DIMS = {
 def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: int, vjp_per_step: int,
                resampling: Callable, ess_threshold: float, resample_every: int | None = None,
                data_var: float | None = None, weighted: bool = True,
-               extra_settings: dict | None = None, twist_names: Callable = dict) -> Sampler:
-    """A :class:`~pp_diffusion.Sampler` running :func:`run_smc` with the moves ``moves(fk)``.
+               extra_settings: dict | None = None, twist_names: Callable = dict,
+               setup: Callable | None = None, log_z_offset: Callable | None = None) -> Sampler:
+    """A :class:`~pp_diffusion.Sampler` whose :class:`SMCKernel` moves particles with ``moves(context)
+    -> (init_particle, move[, temper])``.
 
+    ``context`` is what ``setup(program, info, data)`` returns: by default the program's
+    :class:`~pp_diffusion.program.FeynmanKacModel`; a method with its own setup returns a tuple whose
+    first item is that model (``log_z_offset(context)``, when given, is added to the log-evidence).
     ``nfe_per_step`` / ``vjp_per_step`` count network evaluations and VJPs per particle for each
     step after the first evaluation at t_N (which costs one of each kind the method uses); the
     step into clean data reuses the cached x0 prediction and costs none. ``weighted=False`` is
@@ -391,35 +472,73 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
     settings = dict(num_particles=num_particles, resampling=getattr(resampling, "__name__", repr(resampling)),
                     ess_threshold=ess_threshold, resample_every=str(resample_every), **(extra_settings or {}))
 
-    def setup(program, info, data):
+    def default_setup(program, info, data):
         return feynman_kac(program, info, data, data_var=data_var)
 
-    def run(rng_key, fk: FeynmanKacModel, *, moves=moves) -> SamplerOutput:
-        k_init, k_run, k_out = jax.random.split(rng_key, 3)
-        x_T = fk.prior.initial_noise(k_init, num_particles)
-        moves_out = moves(fk) if callable(moves) else moves
-        init_particle, move = moves_out[:2]
-        temper = moves_out[2] if len(moves_out) > 2 else None
-        state, log_z, infos, ess0 = run_smc(
-            k_run, x_T=x_T, times=fk.prior.times, init_particle=init_particle, move=move,
-            resampling=resampling, ess_threshold=ess_threshold, resample_every=resample_every,
-            weighted=weighted, carry_x0_prev=fk.prior.order == 2, temper=temper,
-            target_ess=fk.target_ess or 0.5,
-        )
+    def kernel(context) -> SMCKernel:
+        fk = context if isinstance(context, FeynmanKacModel) else context[0]
+        init_particle, move, *rest = moves(context)
+        temper = rest[0] if rest else None
+        carry = fk.prior.order == 2
+        step = smc_step_fn(times=fk.prior.times, move=move, resampling=resampling, ess_threshold=ess_threshold,
+                           resample_every=resample_every, weighted=weighted, carry_x0_prev=carry, temper=temper,
+                           target_ess=fk.target_ess or 0.5)
         steps = fk.prior.steps
         per_call = fk.prior.model.nfe_per_call  # e.g. 2 under classifier-free guidance
         nfe = (1 + nfe_per_step * (steps - 1)) * per_call
         vjp = 0 if vjp_per_step == 0 else (1 + vjp_per_step * (steps - 1)) * per_call
-        k_sites = jax.random.fold_in(k_out, 1)
-        draws, sample_stats, run_stats = smc_output(k_out, state, log_z, infos, resampling=resampling,
-                                                    nfe=nfe, vjp=vjp, initial_ess=ess0 if weighted else None,
-                                                    site_log_probs=fk.site_log_probs)
-        run_stats.update(draw_checks(fk.prior.model, state.particles.x))
-        if temper is not None:
-            run_stats["lam"] = infos.lam
-        if not weighted:
-            run_stats["log_evidence"] = jnp.full((), jnp.nan)
-        posterior = {fk.site: draws, **jax.vmap(fk.deterministic)(jax.random.split(k_sites, num_particles), draws)}
-        return SamplerOutput(posterior, sample_stats, run_stats)
+        offset = 0.0 if log_z_offset is None else log_z_offset(context)
 
-    return Sampler(name, settings, setup, run, STAT_DIMS, twists=twist_names)
+        def skeleton(rng_key):
+            x_T = fk.prior.initial_noise(rng_key, num_particles)
+            return skeleton_state(x_T, init_particle, tempered=temper is not None, carry_x0_prev=carry)
+
+        def init(rng_key):
+            return step(init_key(rng_key), skeleton(rng_key))[0]
+
+        def output(rng_key, state, infos) -> SamplerOutput:
+            draws, sample_stats, run_stats, particles = smc_output(
+                rng_key, state, infos, resampling=resampling, nfe=nfe, vjp=vjp, weighted=weighted,
+                site_log_probs=fk.site_log_probs, log_z_offset=offset)
+            run_stats.update(draw_checks(fk.prior.model, state.particles.x))
+            if temper is None:
+                del run_stats["lam"]
+            k_sites = jax.random.fold_in(rng_key, 1)
+            posterior = {fk.site: draws,
+                         **jax.vmap(fk.deterministic)(jax.random.split(k_sites, num_particles), draws)}
+            return SamplerOutput(posterior, sample_stats, run_stats, particles)
+
+        return SMCKernel(init, step, output, steps, skeleton)
+
+    def run(rng_key, context) -> SamplerOutput:
+        k_init, k_run, k_out = jax.random.split(rng_key, 3)
+        kern = kernel(context)
+        state, infos = run_smc((k_init, k_run), kern.skeleton(k_init), kern.step, kern.num_steps)
+        return kern.output(k_out, state, infos)
+
+    return Sampler(name, settings, setup or default_setup, run, STAT_DIMS, twists=twist_names, kernel=kernel)
+
+
+def kernel(sampler: Sampler, program: Callable, **data) -> SMCKernel:
+    """The :class:`SMCKernel` of an SMC sampler (any of ``pp_diffusion.smc``, and DPS) on
+    ``program(**data)``: its ``init`` / ``step`` / ``output``, to run by hand.
+
+    >>> kern = ppd.smc.kernel(ppd.smc.twisted(1000), program, y=y)
+    >>> k_init, k_run, k_out = jax.random.split(key, 3)
+    >>> state = kern.init(k_init)
+    >>> for k in jax.random.split(k_run, kern.num_steps):
+    ...     state, info = kern.step(k, state)   # a move, a stopping rule, a plot may go here
+    >>> out = kern.output(k_out, state, infos)   # infos: the steps' SMCInfo, as a list
+
+    Wrap ``init`` and ``step`` in ``jax.jit`` for speed. With ``num_chains=1`` and the key
+    ``jax.random.split(rng_key, 1)[0]`` this is the run :func:`pp_diffusion.infer` makes.
+    """
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be a pp_diffusion Sampler such as pp_diffusion.smc.twisted(1000), got "
+                        f"{type(sampler).__name__}")
+    if sampler.kernel is None:
+        raise TypeError(f"sampler {sampler.name!r} is not an SMC sampler (it has no init/step kernel); use "
+                        "pp_diffusion.smc.bootstrap, twisted, fk_steering, mcgdiff, svdd or guidance.dps")
+    data = as_data(data)
+    info = inspect_program(program, data)
+    return sampler.kernel(sampler.setup(program, info, data))

@@ -401,24 +401,19 @@ def mcgdiff(num_particles: int = 1000, *, kappa: float = 1e-4, resampling: Calla
     if not float(kappa) >= 0:
         raise ValueError(f"kappa must be non-negative, got {kappa!r}")
     cov_eig = None if data_cov is None else _data_cov_eig(data_cov, twist)
-    base = _base.fk_sampler(
-        "mcgdiff", None, num_particles=num_particles, nfe_per_step=1, vjp_per_step=0,
-        resampling=resampling, ess_threshold=ess_threshold,
-        extra_settings={"kappa": float(kappa), "adapted": bool(adapted), "twist": twist,
-                        "data_cov": "none" if data_cov is None else "given"},
-    )
-
     def setup(program, info, data):
         fk = feynman_kac(program, info, data)
         with jax.ensure_compile_time_eval():  # the NumPy part, concrete under infer's jit
             return fk, _Observation(fk, kappa, cov_eig)
 
-    def run(rng_key, context) -> SamplerOutput:
+    def moves(context):
         fk, obs = context
-        moves = _tweedie_moves(fk, obs) if twist == "tweedie" else _mcgdiff_moves(fk, obs, bool(adapted))
-        out = base.run(rng_key, fk, moves=moves)
-        stats = dict(out.run_stats)
-        stats["log_evidence"] = stats["log_evidence"] + obs.log_z_correction
-        return out._replace(run_stats=stats)
+        return _tweedie_moves(fk, obs) if twist == "tweedie" else _mcgdiff_moves(fk, obs, bool(adapted))
 
-    return base._replace(setup=setup, run=run)
+    return _base.fk_sampler(
+        "mcgdiff", moves, num_particles=num_particles, nfe_per_step=1, vjp_per_step=0,
+        resampling=resampling, ess_threshold=ess_threshold,
+        extra_settings={"kappa": float(kappa), "adapted": bool(adapted), "twist": twist,
+                        "data_cov": "none" if data_cov is None else "given"},
+        setup=setup, log_z_offset=lambda context: context[1].log_z_correction,
+    )

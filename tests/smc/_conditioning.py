@@ -241,7 +241,7 @@ def run(problem: Problem, sampler, rng_key, num_chains=4):
     """``(log Z errors per chain, draws per chain (chains, N, d), DataTree)``."""
     data = {} if problem.y is None else {"y": problem.y}
     idata = ppd.infer(problem.program, sampler, rng_key, num_chains=num_chains, **data)
-    log_z = np.asarray(idata.sample_stats["log_evidence"].values, np.float64)
+    log_z = np.asarray(idata.diagnostics["log_marginal_likelihood"].values, np.float64)
     draws = np.asarray(idata.posterior["x"].values, np.float64)
     return log_z - problem.log_z, draws, idata
 

@@ -31,7 +31,7 @@ def _log_z(program, sampler, key=0, chains=2, **data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         idata = ppd.infer(program, sampler, jax.random.key(key), num_chains=chains, **data)
-    return np.asarray(idata.sample_stats["log_evidence"].values, np.float64), idata
+    return np.asarray(idata.diagnostics["log_marginal_likelihood"].values, np.float64), idata
 
 
 def plain(y=None):
@@ -249,8 +249,8 @@ def test_a_potential_that_fails_at_some_or_all_particles_is_flagged_and_named():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         idata = ppd.infer(sometimes_nan, ppd.smc.bootstrap(256), jax.random.key(0), num_chains=2, y=Y)
-    stats = idata.sample_stats
-    assert np.all(np.isfinite(stats["log_evidence"].values)) and not np.any(stats["degenerate"].values)
+    stats = idata.diagnostics
+    assert np.all(np.isfinite(stats["log_marginal_likelihood"].values)) and not np.any(stats["degenerate"].values)
     # the NaN increments are counted, and the particles they hit are dropped (weight zero)
     assert stats["num_nan"].values.sum() > 0
     assert np.all(idata.posterior["x"].values[..., 0] <= 3.0)
@@ -263,7 +263,7 @@ def test_a_potential_that_fails_at_some_or_all_particles_is_flagged_and_named():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         idata = ppd.infer(always_minus_inf, ppd.smc.bootstrap(64), jax.random.key(0), y=Y)
-    assert np.all(idata.sample_stats["degenerate"].values)
+    assert np.all(idata.diagnostics["degenerate"].values)
     assert any("impossible" in str(w.message) and "degenerated" in str(w.message) for w in caught)
 
 
@@ -285,16 +285,16 @@ def test_collapse_inside_the_run_is_flagged():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         idata = ppd.infer(program, ppd.smc.bootstrap(1000), jax.random.key(0), num_chains=2, y=Y)
-    stats = idata.sample_stats
+    stats = idata.diagnostics
     assert np.all(stats["min_ess"].values < 10) and np.all(stats["final_ess"].values > 100)
     assert np.all(stats["low_ess"].values)
     assert any("fell to" in str(w.message) for w in caught)
     assert idata.posterior.attrs["twists"] == '{"lik": "lookahead"}'
     # the default twist of a factor, the tempered look-ahead, does not collapse
     _, idata = _log_z(as_factor, ppd.smc.bootstrap(1000), y=Y)
-    assert np.all(idata.sample_stats["min_ess"].values > 100)
+    assert np.all(idata.diagnostics["min_ess"].values > 100)
     assert idata.posterior.attrs["twists"] == '{"lik": "tempered"}'
-    lam = idata.sample_stats["lam"].values
+    lam = idata.diagnostics["lam"].values
     assert np.all(np.diff(lam, axis=1) >= 0) and np.all(lam[:, -1] == 1.0) and np.all(lam[:, 0] < 0.2)
 
 
@@ -316,7 +316,7 @@ def test_draws_keep_their_copies_adjacent_so_arviz_sees_them():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         idata = ppd.infer(program, ppd.smc.bootstrap(1000), jax.random.key(1), num_chains=4, y=Y)
-    stats = idata.sample_stats
+    stats = idata.diagnostics
     distinct = stats["num_distinct"].values.sum()
     assert 100 < distinct < 1000 and np.all(stats["num_lineages"].values == stats["num_distinct"].values)
     assert stats["final_ess"].values.sum() < 0.5 * distinct
@@ -347,7 +347,7 @@ def test_a_noise_conditional_classifier_as_the_twist_of_a_class_observation():
         log_z, idata = _log_z(program, sampler, chains=4, c=1)
         assert idata.posterior.attrs["twists"] == '{"c": "custom"}'
         assert np.all(np.abs(log_z - exact) < 0.1)
-        assert np.all(idata.sample_stats["min_ess"].values > 0.5 * 500)
+        assert np.all(idata.diagnostics["min_ess"].values > 0.5 * 500)
 
 
 # ---------------------------------------------------------------------------- exact answers (slow)
@@ -465,7 +465,7 @@ def test_a_fixed_tempering_schedule_keeps_the_target():
                        infer={"twist": ppd.twists.tempered(schedule=lambda t: (1.0 - t) ** 4)})
 
     log_z, idata = _log_z(program, ppd.smc.bootstrap(1000), chains=4, y=Y)
-    assert idata.posterior.attrs["twists"] == '{"y": "tempered"}' and "lam" not in idata.sample_stats
+    assert idata.posterior.attrs["twists"] == '{"y": "tempered"}' and "lam" not in idata.diagnostics
     assert abs(np.median(log_z) - exact) < 0.3
 
 

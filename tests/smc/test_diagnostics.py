@@ -43,9 +43,11 @@ def dead_program():
 @functools.cache
 def _run(kind):
     if kind == "twisted":
-        return ppd.infer(program, ppd.smc.twisted(N), jax.random.key(1), num_chains=CHAINS, y=Y)
+        return ppd.infer(program, ppd.smc.twisted(N), jax.random.key(1), num_chains=CHAINS, y=Y,
+                         return_particles=True)
     if kind == "bootstrap":
-        return ppd.infer(program, ppd.smc.bootstrap(N), jax.random.key(2), num_chains=CHAINS, y=Y)
+        return ppd.infer(program, ppd.smc.bootstrap(N), jax.random.key(2), num_chains=CHAINS, y=Y,
+                         return_particles=True)
     if kind == "nan":
         return ppd.infer(nan_program, ppd.smc.bootstrap(N), jax.random.key(3), num_chains=CHAINS)
     if kind == "dead":
@@ -70,27 +72,34 @@ def test_posterior_group_layout_and_deterministic_sites():
 
 @pytest.mark.parametrize("kind,vjp", [("twisted", STEPS), ("bootstrap", 0)])
 def test_sample_stats_layout_and_counts(kind, vjp):
-    stats = _run(kind).sample_stats
+    idata = _run(kind)
+    per_draw, stats = idata.sample_stats, idata.diagnostics
     # one network evaluation per step (the last step reuses the cached x0 prediction, the first
     # evaluates at t = 1); twisted adds one VJP per network evaluation
-    assert stats["nfe"].dims == ("chain", "draw") and np.all(stats["nfe"].values == STEPS)
-    assert stats["vjp"].dims == ("chain", "draw") and np.all(stats["vjp"].values == vjp)
-    assert stats["log_evidence"].dims == ("chain",)
-    assert np.all(np.isfinite(stats["log_evidence"].values))
+    assert per_draw["nfe"].dims == ("chain", "draw") and np.all(per_draw["nfe"].values == STEPS)
+    assert per_draw["vjp"].dims == ("chain", "draw") and np.all(per_draw["vjp"].values == vjp)
+    # every sample_stats variable is per draw, so arviz.summary runs on the group
+    assert all(v.dims == ("chain", "draw") for v in per_draw.data_vars.values())
+    assert stats["log_marginal_likelihood"].dims == ("chain",)
+    assert np.all(np.isfinite(stats["log_marginal_likelihood"].values))
     assert stats["ess"].dims == ("chain", "step") and stats["ess"].shape == (CHAINS, STEPS)
     ess = stats["ess"].values
     assert np.all((ess >= 1 - 1e-3) & (ess <= N * (1 + 1e-5)))
-    assert stats["resampled"].dims == ("chain", "step") and stats["resampled"].dtype == bool
-    assert stats["final_log_weights"].dims == ("chain", "particle")
-    assert stats["final_log_weights"].shape == (CHAINS, N)
+    assert stats["resampled"].dims == ("chain", "step") and set(np.unique(stats["resampled"].values)) <= {0, 1}
+    particles = idata.particles
+    assert particles["log_weight"].dims == ("chain", "particle") and particles["log_weight"].shape == (CHAINS, N)
+    # the draws are copies of the returned particles: weights and particles match
+    x, picked = particles["x"].values, per_draw["particle"].values
+    np.testing.assert_array_equal(idata.posterior["x"].values, np.take_along_axis(x, picked[..., None], axis=1))
     assert stats["num_nan"].dims == ("chain", "step") and np.all(stats["num_nan"].values == 0)
     assert stats["degenerate"].dims == ("chain",) and not np.any(stats["degenerate"].values)
 
 
 @pytest.mark.parametrize("kind", ["twisted", "bootstrap"])
 def test_weights_ess_and_resampling_are_consistent(kind):
-    stats = _run(kind).sample_stats
-    flw = stats["final_log_weights"].values.astype(np.float64)
+    idata = _run(kind)
+    stats = idata.diagnostics
+    flw = idata.particles["log_weight"].values.astype(np.float64)
     ess = stats["ess"].values.astype(np.float64)
     resampled = stats["resampled"].values
     # final weights are normalised, and the last ESS is theirs
@@ -106,12 +115,12 @@ def test_nan_potential_is_reported_and_does_not_crash():
     """numpyro.factor("bad", NaN for x_0 > 0): NaN weights count as zero weights, are reported in
     num_nan, and the run carries on with the other particles."""
     idata = _run("nan")
-    stats = idata.sample_stats
+    stats = idata.diagnostics
     num_nan = stats["num_nan"].values
     assert num_nan.sum(axis=1).min() > 0
     assert np.all(num_nan <= N)
     assert not np.any(stats["degenerate"].values)
-    le = stats["log_evidence"].values
+    le = stats["log_marginal_likelihood"].values
     assert np.all(np.isfinite(le)) and np.all(le < 0)
     x = idata.posterior["x"].values
     assert np.all(np.isfinite(x))
@@ -124,9 +133,9 @@ def test_zero_potential_everywhere_is_marked_degenerate():
     """A factor of -inf for every particle: no weight survives. The run must say so (degenerate,
     log-evidence -inf, NaN draws), not return the unweighted particles as if they were a posterior."""
     idata = _run("dead")
-    stats = idata.sample_stats
+    stats = idata.diagnostics
     assert np.all(stats["degenerate"].values)
-    assert np.all(stats["log_evidence"].values == -np.inf)
+    assert np.all(stats["log_marginal_likelihood"].values == -np.inf)
     assert np.all(np.isnan(idata.posterior["x"].values))
     assert np.all(np.isnan(idata.posterior["first"].values))
 
@@ -136,7 +145,7 @@ def test_arviz_diagnostics_work_on_smc_output():
 
     Note: within a chain the draws are ordered by particle index, so siblings of a resampling sit
     next to each other and ArviZ's autocorrelation-based ESS counts them as correlated draws (a
-    conservative reading; the SMC ESS per step is sample_stats.ess). Measured for this bootstrap
+    conservative reading; the SMC ESS per step is diagnostics.ess). Measured for this bootstrap
     configuration over 8 seeds: R-hat <= 1.019, ESS >= 232 of 1200 draws."""
     idata = _run("bootstrap")
     summary = az.summary(idata)

@@ -39,13 +39,13 @@ def test_dps_normalized_step_does_not_diverge_where_the_constant_one_does():
     exact = np.asarray(post.sample(jax.random.key(0), 50_000), np.float64)
 
     const, caught = _run(program, ppd.guidance.dps(1000, normalize=False), y=Y)
-    assert np.all(const.sample_stats["degenerate"].values)
+    assert np.all(const.diagnostics["degenerate"].values)
     assert np.all(np.isnan(const.posterior["x"].values))
     assert any("degenerated" in m for m in caught)
 
     normed, caught = _run(program, ppd.guidance.dps(1000, scale=0.1, normalize=True), y=Y)
     x = np.asarray(normed.posterior["x"].values, np.float64).reshape(-1, 2)
-    assert np.all(np.isfinite(x)) and not np.any(normed.sample_stats["degenerate"].values)
+    assert np.all(np.isfinite(x)) and not np.any(normed.diagnostics["degenerate"].values)
     resid = np.median(np.abs(x @ A.T - Y))
     prior_resid = np.median(np.abs(np.asarray(GMM.sample(jax.random.key(2), 50_000)) @ A.T - Y))
     assert prior_resid > 1.0

@@ -33,9 +33,9 @@ def test_with_the_data_covariance_every_weight_is_one_on_gaussian_data():
     for cov in (SIGMA, None):
         idata = ppd.infer(program, ppd.smc.mcgdiff(512, ess_threshold=0.0, data_cov=cov), jax.random.key(5),
                           num_chains=2, y=Y, progress_bar=False)
-        ess = idata.sample_stats["ess"].values
+        ess = idata.diagnostics["ess"].values
         ratios[cov is None] = float((ess[:, 1:] / ess[:, :1]).min())
-        err = idata.sample_stats["log_evidence"].values - log_z
+        err = idata.diagnostics["log_marginal_likelihood"].values - log_z
         assert np.max(np.abs(err)) < 0.03, err
     assert ratios[False] > 0.995, ratios
     assert ratios[True] < 0.95, ratios
@@ -54,7 +54,7 @@ def test_mixture_posterior_and_evidence_with_free_coordinates():
     x = np.asarray(idata.posterior["x"].values, np.float64).reshape(-1, 3)
     np.testing.assert_array_less(np.abs(x.mean(0) - mean), 0.06)
     np.testing.assert_array_less(np.abs(x.var(0) / var - 1), 0.2)
-    err = idata.sample_stats["log_evidence"].values - gmm.log_evidence(a, y, noise**2)
+    err = idata.diagnostics["log_marginal_likelihood"].values - gmm.log_evidence(a, y, noise**2)
     np.testing.assert_array_less(np.abs(err), 0.15)
 
 
