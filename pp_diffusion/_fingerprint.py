@@ -33,7 +33,7 @@ class _Digest:
     def __init__(self):
         self.hash = hashlib.sha1()
         self.refs: list = []  # objects digested by identity: kept alive so their ids stay theirs
-        self.seen: set[int] = set()
+        self.seen: dict[int, int] = {}  # id -> the order in which the value was first met
 
     def add(self, *parts):
         for part in parts:
@@ -75,9 +75,9 @@ def _visit(obj, digest: _Digest, depth: int) -> None:
         digest.add("module", obj.__name__)
         return
     if id(obj) in digest.seen:  # a cycle, or a value met before: its digest is already in
-        digest.add("seen", id(obj))
+        digest.add("seen", digest.seen[id(obj)])  # by order of first meeting, which equal values share
         return
-    digest.seen.add(id(obj))
+    digest.seen[id(obj)] = len(digest.seen)
     digest.refs.append(obj)
     if isinstance(obj, (tuple, list)):
         digest.add(type(obj).__qualname__, len(obj))
