@@ -160,12 +160,12 @@ class DiscreteVP(_VP):
                              "are not")
         bad = np.flatnonzero((a <= 0) | (a > 1))
         if bad.size:
-            raise ValueError(f"alphas_cumprod must lie in (0, 1]; entry {bad[0]} is {a[bad[0]]!r}")
+            raise ValueError(f"alphas_cumprod must lie in (0, 1]; entry {bad[0]} is {float(a[bad[0]])!r}")
         rising = np.flatnonzero(np.diff(a) > 0)
         if rising.size:
             n = rising[0]
             raise ValueError(f"alphas_cumprod must be non-increasing (noise grows with the step); entry {n + 1} "
-                             f"({a[n + 1]!r}) exceeds entry {n} ({a[n]!r})")
+                             f"({float(a[n + 1])!r}) exceeds entry {n} ({float(a[n])!r})")
         return cls._from_log_alphas(_log_alphas(0.5 * np.log(a)))
 
     @classmethod
