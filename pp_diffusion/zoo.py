@@ -71,7 +71,10 @@ def available(kind: str | None = "diffusion") -> list[str]:
 def _folder(name: str) -> Path:
     names = available(None)
     if not isinstance(name, str) or name not in names:
-        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(names) or '(none)'}")
+        folder = isinstance(name, str) and Path(name).is_dir()
+        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(names) or '(none)'}"
+                         + (f"; to load the model saved in the folder {name!r}, pass a path: "
+                            f"zoo.load('./{name}') or ppd.load_model({name!r})" if folder else ""))
     return _ZOO_DIR / name
 
 

@@ -346,3 +346,11 @@ def test_save_model_refuses_what_it_cannot_store(tmp_path, saved):
     other = _model(_mlp(width=8))
     ppd.save_model(other, saved, overwrite=True)
     _assert_identical(other, ppd.load_model(saved))
+
+
+def test_zoo_load_points_a_bare_folder_name_to_a_path(tmp_path, monkeypatch):
+    ppd.save_model(_model(), tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"unknown zoo model 'mine'.*zoo.load\('./mine'\) or ppd.load_model"):
+        zoo.load("mine")
+    _assert_identical(_model(), zoo.load("./mine"))
