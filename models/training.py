@@ -23,7 +23,7 @@ import optax
 from tqdm.auto import tqdm
 
 import pp_diffusion
-from pp_diffusion import zoo
+from pp_diffusion import _model_io, zoo
 
 ZOO_DIR = Path(pp_diffusion.__file__).resolve().parent / "_zoo"
 
@@ -176,19 +176,17 @@ def run_record(args, script: str, start: float, load_at_start, train_seconds: fl
 
 
 def save(out, network, meta: dict) -> Path:
-    """Write ``weights.eqx`` (``equinox.tree_serialise_leaves``: raw ``.npy`` records, no pickle) and
-    ``model.json`` (``meta`` plus the weights' file name, format and SHA-256) to the folder ``out``."""
+    """Write ``weights.eqx`` and ``model.json`` (``meta`` plus the weights' entry: network spec,
+    parameter count, file name and format, SHA-256 and leaf records) to the folder ``out``, with the
+    writer :func:`pp_diffusion.save_model` uses (``equinox.tree_serialise_leaves``: raw ``.npy``
+    records, no pickle)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    weights = out / "weights.eqx"
-    eqx.tree_serialise_leaves(weights, network)
+    entry = _model_io.write_weights(out, network)
+    entry["weights_format"] += "; EMA weights"
     training = meta.pop("training")
-    meta.update({
-        "weights": weights.name,
-        "weights_format": "equinox.tree_serialise_leaves (numpy .npy records, no pickle); EMA weights",
-        "sha256": zoo.sha256(weights),
-        "training": training,
-    })
-    (out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"wrote {weights} ({weights.stat().st_size:,} bytes) and {out / 'model.json'}")
+    meta = {"format_version": _model_io.FORMAT_VERSION, **meta, **entry, "training": training}
+    (out / _model_io.MODEL_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    weights = out / entry["weights"]
+    print(f"wrote {weights} ({weights.stat().st_size:,} bytes) and {out / _model_io.MODEL_FILE}")
     return weights

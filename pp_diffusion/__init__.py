@@ -14,6 +14,7 @@ import numpyro.distributions  # noqa: F401, I001
 from pp_diffusion import diagnostics as diagnostics
 from pp_diffusion import integrators as integrators
 from pp_diffusion import metrics as metrics
+from pp_diffusion import networks as networks
 from pp_diffusion import parameterization as parameterization
 from pp_diffusion import schedules as schedules
 from pp_diffusion import smc as smc
@@ -25,6 +26,7 @@ from pp_diffusion import zoo as zoo
 from pp_diffusion._infer import infer as infer
 from pp_diffusion.gmm import GaussianMixture as GaussianMixture
 from pp_diffusion.model import DiffusionModel as DiffusionModel
+from pp_diffusion._model_io import save_model as save_model, load_model as load_model, load_card as load_card
 from pp_diffusion.prior import DiffusionPrior as DiffusionPrior
 from pp_diffusion.samplers import Sampler as Sampler, SamplerOutput as SamplerOutput, iid as iid
 from pp_diffusion.x0_variance import DenoisingVariance as DenoisingVariance, denoising_variance as denoising_variance

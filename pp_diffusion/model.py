@@ -62,6 +62,11 @@ class DiffusionModel(eqx.Module):
     underlying network several times per call (classifier-free guidance: two) says so with an
     integer attribute ``evaluations_per_call``, and the counts are multiplied by :attr:`nfe_per_call`.
 
+    Computations run in JAX's default precision, float32; for float64 call
+    ``jax.config.update("jax_enable_x64", True)`` before building the network and the schedule.
+    :func:`pp_diffusion.save_model` and :func:`pp_diffusion.load_model` store and restore a model
+    over an Equinox network, keeping its weights' dtype.
+
     Examples
     --------
     >>> import jax.numpy as jnp

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 __all__ = ["sinusoidal_embedding", "TimeEmbedding", "Conv2d", "GroupNorm", "ResBlock", "UNet", "ResidualMLP",
-           "Classifier", "num_parameters"]
+           "Classifier", "FunctionNetwork", "from_function", "num_parameters"]
 
 
 def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0, scale: float = 1_000.0):
@@ -446,6 +447,65 @@ class Classifier(eqx.Module):
 
     def __call__(self, x, t=None):
         return self.linear_out(self.features(x, t))
+
+
+class FunctionNetwork(eqx.Module):
+    """A network given as a plain function of its parameters: ``network(x, t) = apply(params, x, t)``.
+
+    Build it with :func:`from_function`. ``params`` is an ordinary pytree field (its arrays are the
+    module's leaves: :func:`pp_diffusion.save_model` writes them, ``jax.grad`` and Optax see them);
+    ``apply`` is a static field (not saved: give it back to :func:`pp_diffusion.load_model` as
+    ``apply=``). ``apply`` must be hashable (functions, bound methods and ``functools.partial``
+    objects of hashable arguments are), as every static field of an Equinox module that is jitted.
+    """
+
+    params: Any
+    apply: Callable = eqx.field(static=True)
+
+    def __call__(self, x, t, *args):
+        return self.apply(self.params, x, t, *args)
+
+
+def from_function(apply: Callable, params) -> FunctionNetwork:
+    """Wrap ``apply(params, x, t)``, such as a Flax module's ``apply`` or a hand-written function, as an
+    Equinox module usable as the network of a :class:`~pp_diffusion.DiffusionModel`.
+
+    Parameters
+    ----------
+    apply
+        ``apply(params, x, t) -> prediction`` on **one unbatched** ``x`` (shape ``event_shape``)
+        and a **scalar** ``t`` in [0, 1], returning the prediction the model's parameterization
+        names (eps, x0, v or score: an array of ``x``'s shape; or a scalar energy). Samplers batch
+        it with ``jax.vmap``. A function written for batches (most Flax modules) is wrapped as
+        ``lambda p, x, t: module.apply(p, x[None], t[None])[0]``.
+    params
+        A pytree of arrays (e.g. Flax's ``variables``); NumPy arrays and Python numbers become JAX
+        arrays (float32 unless ``jax_enable_x64`` is on). When it is built only of dicts with
+        string keys, lists, tuples and arrays, :func:`pp_diffusion.load_model` rebuilds it from
+        the saved file alone (with ``apply=`` given back); otherwise pass a skeleton,
+        ``network=from_function(apply, like_params)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, pp_diffusion as ppd
+    >>> apply = lambda p, x, t: p["w"] * x + p["b"] * t
+    >>> net = ppd.networks.from_function(apply, {"w": jnp.ones(2), "b": jnp.zeros(2)})
+    >>> model = ppd.DiffusionModel(net, "eps", ppd.schedules.VPCosine(), event_shape=(2,))
+    >>> model.denoise(jnp.ones(2), 0.5).shape
+    (2,)
+    """
+    if not callable(apply):
+        raise TypeError(f"apply must be callable as apply(params, x, t), got {type(apply).__name__}")
+    try:
+        hash(apply)
+    except TypeError:
+        raise TypeError(f"apply must be hashable (it is a static field of the module), got an unhashable "
+                        f"{type(apply).__name__}; wrap it in a function: lambda p, x, t: apply(p, x, t)") from None
+
+    def as_array(leaf):
+        return leaf if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)) else jnp.asarray(leaf)
+
+    return FunctionNetwork(jax.tree_util.tree_map(as_array, params), apply)
 
 
 def num_parameters(module) -> int:

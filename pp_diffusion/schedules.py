@@ -122,6 +122,11 @@ class DiscreteVP(_VP):
     and t = 0 is clean data; log alpha is interpolated linearly in between. So t = 1 is the
     noisiest step (n = N - 1, "t = 999" for N = 1000) and a uniform-t grid of 10 steps visits
     n = 999, 899, ..., 99 and then clean data.
+
+    Build it from the betas (``DiscreteVP(betas)``) or, as most published checkpoints store the
+    schedule, from the cumulative products (:meth:`from_alphas_cumprod`). The log alphas are
+    computed in float64 and stored in JAX's default float dtype: float32, or float64 when
+    ``jax.config.update("jax_enable_x64", True)`` was called before building the schedule.
     """
 
     log_alphas: jnp.ndarray  # shape (N + 1,), log alpha at t = 0, 1/N, ..., 1
@@ -132,8 +137,49 @@ class DiscreteVP(_VP):
             raise ValueError(
                 f"betas must be a 1-D array of at least 2 values in (0, 1), got shape {betas.shape}"
             )
-        log_alpha = 0.5 * np.cumsum(np.log1p(-betas))
-        self.log_alphas = jnp.asarray(np.concatenate([[0.0], log_alpha]), dtype=jnp.float32)
+        self.log_alphas = _log_alphas(0.5 * np.cumsum(np.log1p(-betas)))
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: ArrayLike) -> "DiscreteVP":
+        """The schedule with ``alpha_{(n + 1) / N}^2 = alphas_cumprod[n]``, n = 0, ..., N - 1.
+
+        ``alphas_cumprod`` (the array published DDPM-family checkpoints store, often under that
+        name) must be 1-D with at least 2 entries, finite, in (0, 1] and non-increasing. With
+        ``alphas_cumprod = cumprod(1 - betas)`` this is ``DiscreteVP(betas)``, to the last bit
+        for :func:`ddpm_linear`.
+        """
+        try:
+            a = np.asarray(alphas_cumprod, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"alphas_cumprod must be a 1-D array of numbers, got {type(alphas_cumprod).__name__}") \
+                from None
+        if a.ndim != 1 or a.size < 2:
+            raise ValueError(f"alphas_cumprod must be a 1-D array of at least 2 values, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"alphas_cumprod must be finite; entries {np.flatnonzero(~np.isfinite(a))[:5].tolist()} "
+                             "are not")
+        bad = np.flatnonzero((a <= 0) | (a > 1))
+        if bad.size:
+            raise ValueError(f"alphas_cumprod must lie in (0, 1]; entry {bad[0]} is {float(a[bad[0]])!r}")
+        rising = np.flatnonzero(np.diff(a) > 0)
+        if rising.size:
+            n = rising[0]
+            raise ValueError(f"alphas_cumprod must be non-increasing (noise grows with the step); entry {n + 1} "
+                             f"({float(a[n + 1])!r}) exceeds entry {n} ({float(a[n])!r})")
+        return cls._from_log_alphas(_log_alphas(0.5 * np.log(a)))
+
+    @classmethod
+    def _from_log_alphas(cls, log_alphas: ArrayLike) -> "DiscreteVP":
+        """The schedule whose :attr:`log_alphas` field is ``log_alphas`` as given (length N + 1,
+        starting at 0); the reader of saved models uses it to restore the field to the bit."""
+        schedule = object.__new__(cls)
+        object.__setattr__(schedule, "log_alphas", jnp.asarray(log_alphas))
+        return schedule
+
+    @property
+    def alphas_cumprod(self) -> jnp.ndarray:
+        """alpha_t^2 at the N training steps t = 1/N, ..., 1 (the schedule's ``alphas_cumprod``)."""
+        return jnp.exp(2.0 * self.log_alphas[1:])
 
     @property
     def num_train_steps(self) -> int:
@@ -143,6 +189,11 @@ class DiscreteVP(_VP):
         n = self.num_train_steps
         grid = jnp.linspace(0.0, 1.0, n + 1)
         return jnp.interp(jnp.asarray(t), grid, self.log_alphas)
+
+
+def _log_alphas(log_alpha: np.ndarray) -> jnp.ndarray:
+    """``[0, log_alpha...]`` (float64 NumPy) as an array of JAX's default float dtype."""
+    return jnp.asarray(np.concatenate([[0.0], log_alpha]))
 
 
 def ddpm_linear(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteVP:

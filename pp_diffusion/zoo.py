@@ -15,6 +15,9 @@ Each model lives in ``pp_diffusion/_zoo/<name>/`` (package data, so it ships in 
   arguments, the parameterization, the schedule and its fields, the event shape, ``data_var``, the
   SHA-256 of ``weights.eqx`` (checked on every load) and the training record.
 
+This is the format of :func:`pp_diffusion.save_model` and :func:`pp_diffusion.load_model`, which
+share its reader and writer: ``zoo.load`` also takes the path of a saved model's folder.
+
 The training scripts, model cards and quality figures are in the repository's ``models/<name>/``.
 The scikit-learn digits split used for training and evaluation is stored once, in
 ``pp_diffusion/_zoo/digits_split.json``, and :func:`digits_data` returns it; :func:`toy2d_data`
@@ -29,16 +32,15 @@ into the guided model of one class.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
-import equinox as eqx
-import jax
 import numpy as np
 
-from pp_diffusion import networks, schedules
+from pp_diffusion import _model_io
+from pp_diffusion._model_io import ChecksumError as ChecksumError, build_network as build_network, sha256 as sha256
 from pp_diffusion._toy2d import TOY2D as TOY2D, toy2d_data as toy2d_data
 from pp_diffusion.model import DiffusionModel
 
@@ -46,22 +48,7 @@ __all__ = ["available", "load", "load_classifier", "card", "digits_data", "digit
            "build_network", "sha256", "toy2d_data", "TOY2D"]
 
 _ZOO_DIR = Path(__file__).resolve().parent / "_zoo"
-_METADATA = "model.json"
-_NETWORKS = {"UNet": networks.UNet, "ResidualMLP": networks.ResidualMLP, "Classifier": networks.Classifier}
-_SCHEDULES = {
-    "VPCosine": schedules.VPCosine,
-    "VPLinear": schedules.VPLinear,
-    "VE": schedules.VE,
-    "EDM": schedules.EDM,
-    "RectifiedFlow": schedules.RectifiedFlow,
-    "ddpm_linear": schedules.ddpm_linear,
-}
-
-
-class ChecksumError(ValueError):
-    """A zoo weights file does not match the SHA-256 recorded in its ``model.json``."""
-
-
+_METADATA = _model_io.MODEL_FILE
 _KINDS = ("diffusion", "classifier")
 
 
@@ -84,22 +71,20 @@ def available(kind: str | None = "diffusion") -> list[str]:
 def _folder(name: str) -> Path:
     names = available(None)
     if not isinstance(name, str) or name not in names:
-        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(names) or '(none)'}")
+        folder = isinstance(name, str) and Path(name).is_dir()
+        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(names) or '(none)'}"
+                         + (f"; to load the model saved in the folder {name!r}, pass a path: "
+                            f"zoo.load('./{name}') or ppd.load_model({name!r})" if folder else ""))
     return _ZOO_DIR / name
 
 
 def _metadata(name: str) -> dict:
-    with open(_folder(name) / _METADATA, encoding="utf-8") as f:
-        return json.load(f)
+    return _model_io.read_metadata(_folder(name), f"zoo model {name!r}")
 
 
-def sha256(path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _hint(name: str) -> str:
+    return (f"Reinstall pp_diffusion, or retrain with models/{name}/train.py, which rewrites the weights and "
+            "their checksum.")
 
 
 def card(name: str) -> dict:
@@ -111,43 +96,8 @@ def card(name: str) -> dict:
     return copy.deepcopy(_metadata(name))
 
 
-def _schedule(spec: dict) -> schedules.Schedule:
-    spec = dict(spec)
-    kind = spec.pop("class")
-    if kind not in _SCHEDULES:
-        raise ValueError(f"unknown schedule class {kind!r} in a zoo model.json; known: {sorted(_SCHEDULES)}")
-    return _SCHEDULES[kind](**spec)
-
-
-def build_network(spec: dict, key=None):
-    """An untrained network of the class and hyper-parameters in ``spec`` (``{"class": ..., "config": {...}}``),
-    initialised from ``key`` (default ``jax.random.key(0)``)."""
-    kind = spec["class"]
-    if kind not in _NETWORKS:
-        raise ValueError(f"unknown network class {kind!r} in a zoo model.json; known: {sorted(_NETWORKS)}")
-    return _NETWORKS[kind](**spec["config"], key=jax.random.key(0) if key is None else key)
-
-
-def _checked_network(name: str, entry: dict):
-    """The network described by ``entry`` (``network``, ``weights``, ``sha256``) of zoo model ``name``,
-    its weights' SHA-256 checked first."""
-    folder = _folder(name)
-    weights = folder / entry["weights"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"zoo model {name!r}: weights file {weights} is missing")
-    actual = sha256(weights)
-    if actual != entry["sha256"]:
-        raise ChecksumError(
-            f"zoo model {name!r}: checksum mismatch for {weights} (expected SHA-256 {entry['sha256']}, "
-            f"got {actual}); the file is corrupted or was modified. Reinstall pp_diffusion, or retrain "
-            f"with models/{name}/train.py, which rewrites the weights and their checksum."
-        )
-    skeleton = eqx.filter_eval_shape(build_network, entry["network"])
-    try:
-        return eqx.tree_deserialise_leaves(weights, skeleton)
-    except Exception as err:  # a file that matches its checksum but not the network in model.json
-        raise ValueError(f"zoo model {name!r}: {weights} does not fit the network described in "
-                         f"{folder / _METADATA}: {err}") from err
+def _is_path(name) -> bool:
+    return isinstance(name, os.PathLike) or (isinstance(name, str) and ("/" in name or os.sep in name))
 
 
 def load(name: str) -> DiffusionModel:
@@ -155,6 +105,8 @@ def load(name: str) -> DiffusionModel:
 
     The weights' SHA-256 is checked against ``model.json`` first: a corrupted or modified file
     raises :class:`ChecksumError`. An unknown name raises ``ValueError`` listing :func:`available`.
+    A path (an ``os.PathLike``, or a string with a ``/``) loads the model saved there, as
+    :func:`pp_diffusion.load_model` does.
 
     Examples
     --------
@@ -163,22 +115,15 @@ def load(name: str) -> DiffusionModel:
     >>> prior.sample(jax.random.key(0), (4,)).shape
     (4, 8, 8)
     """
+    if _is_path(name):
+        return _model_io.load_model(name)
     meta = _metadata(name)
     if meta.get("kind", "diffusion") != "diffusion":
         raise ValueError(f"zoo model {name!r} is a {meta['kind']}, not a diffusion model: load it with "
                          f"zoo.load_classifier({name!r}); diffusion models: {', '.join(available()) or '(none)'}")
-    network = _checked_network(name, meta)
-    _check_conditioning(name, meta, network)
-    return DiffusionModel(
-        network,
-        meta["parameterization"],
-        _schedule(meta["schedule"]),
-        tuple(meta["event_shape"]),
-        name=name,
-        data_var=meta["data_var"],
-        data_range=meta.get("data_range"),
-        t_start=meta.get("t_start", 1.0),
-    )
+    model = _model_io.model_from_card(_folder(name), meta, f"zoo model {name!r}", name=name, hint=_hint(name))
+    _check_conditioning(name, meta, model.network)
+    return model
 
 
 def load_classifier(name: str = "digits_classifier", noise_conditional: bool = False):
@@ -205,7 +150,7 @@ def load_classifier(name: str = "digits_classifier", noise_conditional: bool = F
     which = "noise_conditional" if noise_conditional else "clean"
     if which not in meta["networks"]:
         raise ValueError(f"zoo classifier {name!r} has no {which} network; it has: {', '.join(meta['networks'])}")
-    return _checked_network(name, meta["networks"][which])
+    return _model_io.read_weights(_folder(name), meta["networks"][which], f"zoo model {name!r}", _hint(name))
 
 
 def _check_conditioning(name: str, meta: dict, network) -> None:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pp_diffusion import schedules, zoo
+from pp_diffusion import _model_io, schedules, zoo
 from pp_diffusion.networks import num_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -143,14 +143,12 @@ def fit(args, which: str, data, schedule) -> dict:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    entry = _model_io.write_weights(out, network, FILES[which])  # the writer of pp_diffusion.save_model
+    entry.pop("weights_format")  # recorded once, for both networks
     weights = out / FILES[which]
-    eqx.tree_serialise_leaves(weights, network)
     print(f"wrote {weights} ({weights.stat().st_size:,} bytes)")
     return {
-        "network": spec,
-        "num_parameters": n_params,
-        "weights": weights.name,
-        "sha256": zoo.sha256(weights),
+        **entry,
         **figures,
         "training": {
             **training.run_record(argparse.Namespace(**{**vars(args), "steps": steps}),
