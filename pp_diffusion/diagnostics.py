@@ -14,6 +14,7 @@ posterior predictive plots.
 
 from __future__ import annotations
 
+import collections
 import numbers
 import warnings
 from typing import Any, Callable, Sequence
@@ -27,7 +28,7 @@ from numpyro.distributions.distribution import Unit
 from scipy import stats as scipy_stats
 import arviz_stats  # noqa: F401  (registers the azstats accessor)
 
-from pp_diffusion import _progress
+from pp_diffusion import _fingerprint, _progress
 from pp_diffusion._datatree import _dataset
 from pp_diffusion._infer import _as_arrays, infer
 from pp_diffusion.program import _base_distribution, _is_prior_site, check_conditionable, inspect_program, unobserved
@@ -161,6 +162,29 @@ def _summary(ranks: xr.Dataset, pit: xr.Dataset, num_values: int, num_bins: int,
 
 # --------------------------------------------------------------------------- SBC
 
+_SIMULATORS: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _joint_draws(program, data, names) -> Callable:
+    """``keys -> {name: (num_keys, ...)}``: the sites ``names`` of the prior predictive
+    ``unobserved(program)(**data)``, one draw per key (a jitted ``vmap``), compiled once per program and
+    data, keyed by value as :func:`~pp_diffusion.infer` keys its runs."""
+    digest, refs = _fingerprint.of_value((program, data, names))
+    if digest not in _SIMULATORS:
+        simulator = unobserved(program)
+
+        def simulate(key):
+            trace = handlers.trace(handlers.seed(simulator, key)).get_trace(**data)
+            return {name: trace[name]["value"] for name in names if name in trace}
+
+        _SIMULATORS[digest] = (jax.jit(jax.vmap(simulate)), program, refs)
+        if len(_SIMULATORS) > _CACHE_SIZE:
+            _SIMULATORS.popitem(last=False)
+    _SIMULATORS.move_to_end(digest)
+    return _SIMULATORS[digest][0]
+
+
 def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 100, num_draws: int = 19,
         draws_per_chain: int = 1, var_names: Sequence[str] | None = None, num_bins: int | None = None,
         significance: float = 0.01, simulator: Callable | None = None, progress_bar: bool | None = None,
@@ -273,18 +297,15 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
 
     # the joint draws (x*, y), all simulations in one vmap
     if simulator is None:
-        simulator = unobserved(program)
+        simulator = program
     elif not callable(simulator):
         raise TypeError(f"simulator must be a NumPyro program, got {type(simulator).__name__}")
-    else:
-        simulator = unobserved(simulator)
     recorded = tuple(dict.fromkeys((*var_names, *arguments)))
-
-    def simulate(key):
-        trace = handlers.trace(handlers.seed(simulator, key)).get_trace(**data)
-        return {name: trace[name]["value"] for name in recorded if name in trace}
-
-    joint = jax.jit(jax.vmap(simulate))(jax.random.split(k_sim, num_simulations))
+    if simulator is not program:
+        lacking = [name for name in recorded if name not in _structure_trace(simulator, data)]
+        if lacking:
+            raise ValueError(f"simulator has no site(s) {lacking}: it must draw the sites program checks and observes")
+    joint = _joint_draws(simulator, data, recorded)(jax.random.split(k_sim, num_simulations))
     joint = {name: np.asarray(value) for name, value in joint.items()}
     missing = [v for v in var_names if v not in joint]
     if missing:

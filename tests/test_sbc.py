@@ -177,6 +177,14 @@ def test_sbc_refuses_programs_and_samplers_it_cannot_check():
     with pytest.raises(ValueError, match="takes its value from no keyword argument"):
         ppd.diagnostics.sbc(derived, SAMPLER, key, num_simulations=5, num_draws=3, data={"y": Y})
 
+    def no_side(y=None):
+        x = numpyro.sample("x", PRIOR)
+        numpyro.sample("y", dist.Normal(OP(x), 0.5), obs=y)
+
+    with pytest.raises(ValueError, match=r"simulator has no site\(s\) \['side'\]"):
+        ppd.diagnostics.sbc(PROGRAM, SAMPLER, key, num_simulations=5, num_draws=3, var_names=["x", "side"],
+                            simulator=no_side, y=Y)
+
 
 def test_plot_sbc_and_posterior_predictive_refuse_other_input():
     with pytest.raises(TypeError, match="result must be"):
