@@ -26,7 +26,6 @@ import xarray as xr
 from numpyro import handlers
 from numpyro.distributions.distribution import Unit
 from scipy import stats as scipy_stats
-import arviz_stats  # noqa: F401  (registers the azstats accessor)
 
 from pp_diffusion import _fingerprint, _progress
 from pp_diffusion._datatree import _dataset
@@ -140,6 +139,8 @@ def _chi_square(ranks, num_values: int, num_bins: int):
 def _summary(ranks: xr.Dataset, pit: xr.Dataset, num_values: int, num_bins: int, significance: float):
     """Per coordinate: the chi-square of the rank histogram, ArviZ's PIT uniformity test, their
     combination, and the PIT's mean and standard deviation."""
+    import arviz_stats  # noqa: F401  (registers the ``azstats`` accessor)
+
     out = {}
     pit_p, _, _ = pit.fillna(0.5).azstats.uniformity_test(dim="simulation", method="pot_c")
     for name, da in ranks.items():
@@ -274,6 +275,10 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
     if not sampler.conditions:
         raise ValueError(f"sampler {sampler.name!r} does not condition on observations (it draws from the prior): "
                          "calibration checks a conditioning sampler (pp_diffusion.smc, pp_diffusion.guidance)")
+    per_run = sampler.settings.get("num_particles", sampler.settings.get("num_samples"))
+    if isinstance(per_run, numbers.Integral) and draws_per_chain > per_run:
+        raise ValueError(f"draws_per_chain={draws_per_chain} exceeds the {per_run} draws per run of sampler "
+                         f"{sampler.name!r}")
     k_sim, k_infer, k_pick = _split_key(rng_key, 3)
     data = _as_arrays(data)
     info = inspect_program(program, data)
