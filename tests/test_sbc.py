@@ -202,7 +202,8 @@ def test_plot_sbc_and_posterior_predictive_refuse_other_input():
 
 @pytest.mark.slow
 def test_sbc_p_values_are_not_too_small_over_replicates():
-    """Five more calibrated runs of 100 simulations: at the 0.01 level at most one may reject."""
+    """Five more calibrated runs of 100 simulations (keys 10-14): at the 0.01 level at most one may reject.
+    Seen overall p-values 0.60, 0.92, 0.77, 1.0, 0.84 (100 s)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         p = [run_sbc(10 + i, 100).attrs["p_value"] for i in range(5)]
