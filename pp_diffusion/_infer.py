@@ -10,12 +10,11 @@ import warnings
 import jax
 import numpy as np
 import xarray as xr
-from numpyro.infer import Predictive
 
 from pp_diffusion import _fingerprint, _progress
 from pp_diffusion._datatree import to_datatree
 from pp_diffusion.program import (
-    as_data, data_sites, inspect_program, pointwise_log_likelihood_fn, site_twists, unobserved,
+    as_data, data_sites, inspect_program, pointwise_log_likelihood_fn, posterior_predictive_draws, site_twists,
 )
 from pp_diffusion.samplers import Sampler, iid
 
@@ -179,14 +178,6 @@ def _check_dims(dims, coords, info) -> tuple[dict, dict]:
     return {k: list(v) for k, v in dims.items()}, coords
 
 
-def _posterior_predictive(program, info, data, posterior, rng_key) -> dict:
-    """The data sites drawn given each posterior draw: NumPyro's ``Predictive`` on the program with its
-    observations released (:func:`~pp_diffusion.program.unobserved`), over ``(chain, draw)``."""
-    predictive = Predictive(unobserved(program), posterior_samples=posterior, batch_ndims=2,
-                            return_sites=list(data_sites(info)))
-    return {k: np.asarray(v) for k, v in predictive(rng_key, **data).items()}
-
-
 def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, dims: dict | None = None,
           coords: dict | None = None, posterior_predictive: bool = False, num_prior_draws: int = 0,
           return_particles: bool = False, progress_bar: bool | None = None, **data) -> xr.DataTree:
@@ -294,7 +285,7 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, dims: dict
     else:
         groups = {"posterior": out.posterior, "sample_stats": out.sample_stats, "log_likelihood": log_lik}
         if posterior_predictive:
-            groups["posterior_predictive"] = _posterior_predictive(
+            groups["posterior_predictive"] = posterior_predictive_draws(
                 program, info, data, out.posterior, jax.random.fold_in(rng_key, 2))
     groups["observed_data"] = observed
     groups["diagnostics"] = out.run_stats

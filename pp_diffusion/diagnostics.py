@@ -17,82 +17,31 @@ from __future__ import annotations
 import collections
 import numbers
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from numpyro import handlers
-from numpyro.distributions.distribution import Unit
+from arviz_base import dict_to_dataset
 from scipy import stats as scipy_stats
 
 from pp_diffusion import _fingerprint, _progress
-from pp_diffusion._datatree import _dataset
-from pp_diffusion._infer import _as_arrays, infer
-from pp_diffusion.program import _base_distribution, _is_prior_site, check_conditionable, inspect_program, unobserved
-from pp_diffusion.samplers import Sampler
+from pp_diffusion._infer import infer
+from pp_diffusion.program import (
+    as_data, check_conditionable, inspect_program, observed_arguments, prior_predictive_fn,
+)
+from pp_diffusion.samplers import Sampler, _check_positive_int
 
-__all__ = ["sbc", "sbc_ranks", "plot_sbc", "posterior_predictive"]
+__all__ = ["sbc", "sbc_ranks", "plot_sbc"]
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
 
 def _split_key(rng_key, num: int):
     try:
         return jax.random.split(rng_key, num)
     except (TypeError, ValueError) as err:
         raise TypeError(f"rng_key must be a JAX PRNG key such as jax.random.key(0), got {rng_key!r}") from err
-
-
-def _is_factor(site) -> bool:
-    return isinstance(_base_distribution(site["fn"]), Unit)
-
-
-def _structure_trace(program, data):
-    """One trace of ``program(**data)`` that does not run the reverse chain (x_0 = 0 stands in)."""
-    def placeholder(site):
-        if _is_prior_site(site) and not site["is_observed"]:
-            return jnp.zeros(site["fn"].shape())
-        return None
-
-    with jax.ensure_compile_time_eval():
-        traced = handlers.substitute(handlers.seed(program, jax.random.key(0)), substitute_fn=placeholder)
-        return handlers.trace(traced).get_trace(**data)
-
-
-def _observed_arguments(program, data) -> dict[str, str]:
-    """``{observed site: keyword argument}``: which argument of ``program`` carries each observed value
-    (``obs=y`` with ``y`` passed as a keyword argument)."""
-    trace = _structure_trace(program, data)
-    factors = [name for name, s in trace.items() if s["type"] == "sample" and s["is_observed"] and _is_factor(s)]
-    if factors:
-        raise ValueError(
-            f"program has factor site(s) {factors}: simulation-based calibration needs a generative program, "
-            "one whose prior predictive draws the data the sampler conditions on; write the likelihood as an "
-            "observed sample site (numpyro.sample(name, distribution, obs=value))"
-        )
-    out = {}
-    for name, s in trace.items():
-        if s["type"] != "sample" or not s["is_observed"] or _is_prior_site(s):
-            continue
-        args = [k for k, v in data.items() if v is s["value"]]
-        if not args:
-            raise ValueError(
-                f"observed site {name!r} takes its value from no keyword argument of program as given: pass the "
-                "observation itself as one (obs=y with y=... in the data), so that each simulation can replace it"
-            )
-        if args[0] in out.values():
-            raise ValueError(f"keyword argument {args[0]!r} is the observed value of more than one site; give each "
-                             "observed site its own argument")
-        out[name] = args[0]
-    return out
 
 
 def _choose_bins(num_values: int, num_simulations: int) -> int:
@@ -168,18 +117,12 @@ _CACHE_SIZE = 8
 
 
 def _joint_draws(program, data, names) -> Callable:
-    """``keys -> {name: (num_keys, ...)}``: the sites ``names`` of the prior predictive
-    ``unobserved(program)(**data)``, one draw per key (a jitted ``vmap``), compiled once per program and
-    data, keyed by value as :func:`~pp_diffusion.infer` keys its runs."""
+    """``keys -> {name: (num_keys, ...)}``: :func:`~pp_diffusion.program.prior_predictive_fn` as a jitted
+    ``vmap``, compiled once per program and data, keyed by value as :func:`~pp_diffusion.infer` keys its
+    runs."""
     digest, refs = _fingerprint.of_value((program, data, names))
     if digest not in _SIMULATORS:
-        simulator = unobserved(program)
-
-        def simulate(key):
-            trace = handlers.trace(handlers.seed(simulator, key)).get_trace(**data)
-            return {name: trace[name]["value"] for name in names if name in trace}
-
-        _SIMULATORS[digest] = (jax.jit(jax.vmap(simulate)), program, refs)
+        _SIMULATORS[digest] = (jax.jit(jax.vmap(prior_predictive_fn(program, data, names))), program, refs)
         if len(_SIMULATORS) > _CACHE_SIZE:
             _SIMULATORS.popitem(last=False)
     _SIMULATORS.move_to_end(digest)
@@ -255,9 +198,9 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
         settings, ``p_value`` (the smallest coordinate p-value times the number of coordinates, capped
         at 1) and ``calibrated`` (``p_value >= significance``).
     """
-    num_simulations = _positive_int(num_simulations, "num_simulations")
-    num_draws = _positive_int(num_draws, "num_draws")
-    draws_per_chain = _positive_int(draws_per_chain, "draws_per_chain")
+    num_simulations = _check_positive_int(num_simulations, "num_simulations")
+    num_draws = _check_positive_int(num_draws, "num_draws")
+    draws_per_chain = _check_positive_int(draws_per_chain, "draws_per_chain")
     if num_draws % draws_per_chain:
         raise ValueError(f"draws_per_chain must divide num_draws, got draws_per_chain={draws_per_chain} and "
                          f"num_draws={num_draws}")
@@ -265,7 +208,7 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
     num_values = num_draws + 1
     if num_bins is None:
         num_bins = _choose_bins(num_values, num_simulations)
-    elif _positive_int(num_bins, "num_bins") < 2 or num_bins > num_values:
+    elif _check_positive_int(num_bins, "num_bins") < 2 or num_bins > num_values:
         raise ValueError(f"num_bins must lie between 2 and num_draws + 1 = {num_values}, got {num_bins}")
     if not isinstance(significance, numbers.Real) or not 0.0 < float(significance) < 1.0:
         raise ValueError(f"significance must lie in (0, 1), got {significance!r}")
@@ -280,7 +223,7 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
         raise ValueError(f"draws_per_chain={draws_per_chain} exceeds the {per_run} draws per run of sampler "
                          f"{sampler.name!r}")
     k_sim, k_infer, k_pick = _split_key(rng_key, 3)
-    data = _as_arrays(data)
+    data = as_data(data)
     info = inspect_program(program, data)
     if not info.observed:
         raise ValueError(
@@ -289,7 +232,7 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
             "(their values are replaced by simulated ones; their shape and dtype are kept)"
         )
     check_conditionable(info)
-    arguments = _observed_arguments(program, data)
+    arguments = observed_arguments(program, info, data)
     candidates = (info.site, *info.latent, *info.deterministic)
     if var_names is None:
         var_names = (info.site, *info.latent)
@@ -307,7 +250,9 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
         raise TypeError(f"simulator must be a NumPyro program, got {type(simulator).__name__}")
     recorded = tuple(dict.fromkeys((*var_names, *arguments)))
     if simulator is not program:
-        lacking = [name for name in recorded if name not in _structure_trace(simulator, data)]
+        other = inspect_program(simulator, data)
+        sites = {other.site, *other.latent, *other.deterministic, *other.observed}
+        lacking = [name for name in recorded if name not in sites]
         if lacking:
             raise ValueError(f"simulator has no site(s) {lacking}: it must draw the sites program checks and observes")
     joint = _joint_draws(simulator, data, recorded)(jax.random.split(k_sim, num_simulations))
@@ -383,7 +328,8 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
         "prior_sbc": pit_ds,
         "summary": summary,
         "truth": _sim_dataset(truth, site_dims, attrs),
-        "simulated_data": _dataset({site: joint[site] for site in arguments}, ["simulation"], None, attrs),
+        "simulated_data": dict_to_dataset({site: joint[site] for site in arguments}, sample_dims=["simulation"],
+                                          attrs=attrs, check_conventions=False),
     }
     tree = xr.DataTree.from_dict(groups)
     tree.attrs = {**attrs, "p_value": overall, "calibrated": bool(overall >= significance)}
@@ -392,7 +338,8 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
 
 def _sim_dataset(values: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]], attrs) -> xr.Dataset:
     """A Dataset over ``simulation`` and each site's own dims (those of the posterior), integer coordinates."""
-    ds = _dataset(values, ["simulation"], {k: v[1:] for k, v in dims.items()}, attrs)
+    ds = dict_to_dataset(values, sample_dims=["simulation"], dims={k: list(v[1:]) for k, v in dims.items()},
+                         attrs=attrs, check_conventions=False)
     ds.attrs["sample_dims"] = ["simulation"]
     return ds
 
@@ -416,51 +363,3 @@ def plot_sbc(result: xr.DataTree, *, var_names: Sequence[str] | str | None = Non
         raise TypeError("result must be the DataTree pp_diffusion.diagnostics.sbc returns (with a prior_sbc group)")
     return arviz_plots.plot_ecdf_pit(result, var_names=var_names, group="prior_sbc", sample_dims=["simulation"],
                                      backend=backend, **kwargs)
-
-
-# --------------------------------------------------------------------------- posterior predictive
-
-def posterior_predictive(program: Callable, idata: xr.DataTree, rng_key, **data) -> xr.Dataset:
-    """Draws of the program's observed sites given each posterior draw: y_rep ~ p(y | x) for x in
-    ``idata.posterior``, as an ArviZ ``posterior_predictive`` Dataset (dims ``chain``, ``draw``, then
-    ``<site>_dim_i`` as in ``observed_data``).
-
-    NumPyro's ``Predictive(unobserved(program), posterior_samples, batch_ndims=2)``: the posterior's
-    sample sites are substituted, every observed site is drawn from its distribution.
-
-    Parameters
-    ----------
-    program
-        The program ``idata`` was sampled from.
-    idata
-        What :func:`~pp_diffusion.infer` returned (only its ``posterior`` group is read).
-    rng_key
-        A JAX PRNG key.
-    **data
-        The program's keyword arguments as given to ``infer``, observations included (they name the
-        observed sites).
-    """
-    from numpyro.infer import Predictive
-
-    if not isinstance(idata, xr.DataTree) or "posterior" not in idata.children:
-        raise TypeError("idata must be an ArviZ DataTree with a posterior group (what pp_diffusion.infer returns)")
-    data = _as_arrays(data)
-    info = inspect_program(program, data)
-    trace = _structure_trace(program, data)
-    observed = [name for name, s in trace.items()
-                if s["type"] == "sample" and s["is_observed"] and not _is_prior_site(s) and not _is_factor(s)]
-    if not observed:
-        raise ValueError("program observes nothing with the data given: pass the observations as keyword "
-                         "arguments, as for infer")
-    _split_key(rng_key, 1)
-    posterior = idata["posterior"].to_dataset()
-    sites = [name for name in (info.site, *info.latent) if name in posterior]
-    if info.site not in sites:
-        raise ValueError(f"idata.posterior has no variable {info.site!r}, the program's diffusion site")
-    samples = {name: jnp.asarray(posterior[name].transpose("chain", "draw", ...).values) for name in sites}
-    predictive = Predictive(unobserved(program), posterior_samples=samples, return_sites=observed, batch_ndims=2)
-    draws = predictive(rng_key, **data)
-    out = {name: np.asarray(draws[name]) for name in observed}
-    attrs: dict[str, Any] = {k: v for k, v in idata["posterior"].attrs.items() if k in ("sampler", "diffusion_site")}
-    return _dataset(out, ["chain", "draw"], None, attrs)
-

@@ -341,6 +341,57 @@ def pointwise_log_likelihood_fn(program, info: ProgramInfo, data) -> Callable:
     return pointwise
 
 
+def observed_arguments(program, info: ProgramInfo, data) -> dict[str, str]:
+    """``{observed data site: keyword argument}``: which argument of ``program`` carries each observed
+    value (``obs=y`` with ``y`` passed as a keyword argument), for code that replaces observations
+    (simulation-based calibration). Refuses factors (they are no data a simulation could replace) and
+    observed values no argument carries."""
+    if info.factors:
+        raise ValueError(
+            f"program has factor site(s) {list(info.factors)}: simulation-based calibration needs a generative "
+            "program, one whose prior predictive draws the data the sampler conditions on; write the likelihood "
+            "as an observed sample site (numpyro.sample(name, distribution, obs=value))"
+        )
+    traced = handlers.substitute(handlers.seed(program, jax.random.key(0)), substitute_fn=_placeholder)
+    with jax.ensure_compile_time_eval():
+        trace = handlers.trace(traced).get_trace(**data)
+    out = {}
+    for name in data_sites(info):
+        args = [k for k, v in data.items() if v is trace[name]["value"]]
+        if not args:
+            raise ValueError(
+                f"observed site {name!r} takes its value from no keyword argument of program as given: pass the "
+                "observation itself as one (obs=y with y=... in the data), so that each simulation can replace it"
+            )
+        if args[0] in out.values():
+            raise ValueError(f"keyword argument {args[0]!r} is the observed value of more than one site; give each "
+                             "observed site its own argument")
+        out[name] = args[0]
+    return out
+
+
+def prior_predictive_fn(program, data, names) -> Callable:
+    """``rng_key -> {name: value}``: the sites ``names`` of one draw of the whole program from its prior
+    (:func:`unobserved`: observed sites drawn too); sites the program does not have are left out."""
+    released = unobserved(program)
+
+    def draw(rng_key):
+        trace = handlers.trace(handlers.seed(released, rng_key)).get_trace(**data)
+        return {name: trace[name]["value"] for name in names if name in trace}
+
+    return draw
+
+
+def posterior_predictive_draws(program, info: ProgramInfo, data, posterior: dict, rng_key) -> dict:
+    """The data sites drawn given each posterior draw (``posterior``: ``{site: (chain, draw, ...)}``):
+    NumPyro's ``Predictive`` on the program with its observations released (:func:`unobserved`)."""
+    from numpyro.infer import Predictive
+
+    predictive = Predictive(unobserved(program), posterior_samples=posterior, batch_ndims=2,
+                            return_sites=list(data_sites(info)))
+    return {k: np.asarray(v) for k, v in predictive(rng_key, **data).items()}
+
+
 class _Reading(NamedTuple):
     """The tracer's reading of one observed site (from concrete data).
 

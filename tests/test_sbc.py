@@ -121,23 +121,6 @@ def test_plot_sbc_has_one_panel_per_coordinate(calibrated):
     assert len([ax for ax in pc.viz["figure"].item().axes if ax.get_visible() and ax.lines]) == 2
 
 
-def test_posterior_predictive_renders_with_plot_ppc_dist():
-    import arviz_plots
-
-    idata = ppd.infer(PROGRAM, SAMPLER, jax.random.key(3), num_chains=NUM_DRAWS, y=np.array([1.5], np.float32))
-    pp = ppd.diagnostics.posterior_predictive(PROGRAM, idata, jax.random.key(4), y=np.array([1.5], np.float32))
-    assert pp["y"].dims == ("chain", "draw", "y_dim_0")
-    assert pp["y"].shape == (NUM_DRAWS, 64, 1)
-    # y_rep = A x + N(0, 0.25): its variance exceeds the posterior variance of A x by the noise's
-    ax = np.asarray(OP(jnp.asarray(idata.posterior["x"].values)))
-    np.testing.assert_allclose(float(pp["y"].mean()), ax.mean(), atol=0.1)
-    np.testing.assert_allclose(float(pp["y"].var()), ax.var() + 0.25, rtol=0.15)
-    tree = xr.DataTree.from_dict({"posterior": idata.posterior.to_dataset(), "posterior_predictive": pp,
-                                  "observed_data": idata.observed_data.to_dataset()})
-    pc = arviz_plots.plot_ppc_dist(tree, backend="matplotlib")
-    assert pc.viz["figure"].item().axes
-
-
 # --------------------------------------------------------------------------- argument checks
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -191,11 +174,9 @@ def test_sbc_refuses_programs_and_samplers_it_cannot_check():
                             simulator=no_side, y=Y)
 
 
-def test_plot_sbc_and_posterior_predictive_refuse_other_input():
+def test_plot_sbc_refuses_other_input():
     with pytest.raises(TypeError, match="result must be"):
         ppd.diagnostics.plot_sbc(xr.DataTree())
-    with pytest.raises(TypeError, match="idata must be"):
-        ppd.diagnostics.posterior_predictive(PROGRAM, xr.Dataset(), jax.random.key(0), y=Y)
 
 
 # --------------------------------------------------------------------------- replicated (slow)
