@@ -20,6 +20,15 @@ likelihood: otherwise an observation more precise than the chain's last noise le
 below r_t1 times the singular values of A) leaves a single particle with weight and an evidence
 estimate off by thousands of nats.
 
+A sampler is an :class:`SMCKernel`: ``init`` / ``step`` / ``output`` over an :class:`SMCState`, whose
+first three fields are BlackJAX's ``smc.base.SMCState`` (made by ``smc.base.init``); the ESS is
+``blackjax.smc.ess``, resampling ``blackjax.smc.resampling``, the tempering exponent's root
+``blackjax.smc.solver.dichotomy``. The loop around ``smc.base.step`` is this module's own, not
+``blackjax.smc.tempered`` / ``adaptive_tempered``: those temper one static log-likelihood with MCMC
+moves, while here the potential changes with the time step (a twist h_t on the reverse chain), the
+move is the reverse kernel itself and adaptive resampling carries weights across steps that skip it.
+BlackJAX's ``smc.tuning`` adapts MCMC kernels' parameters from the particles; no move here has any yet.
+
 Each step is one ``blackjax.smc.base.step(update_fn, weight_fn, resample_fn)``. BlackJAX's step
 always resamples; adaptive resampling (ESS below ``ess_threshold * N``, or every
 ``resample_every`` steps) is expressed through its own hooks: the resampling function is the
