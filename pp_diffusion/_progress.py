@@ -2,8 +2,8 @@
 
 A run is one jitted ``lax.scan`` over the reverse-diffusion steps, so the bar is fed from inside it:
 scanned step functions call :func:`tick` with the step index, which (only while a run is traced
-with progress on) adds a ``jax.debug.callback`` to the step, taken on every ``k``-th step only, so
-that a run calls back at most :data:`MAX_CALLBACKS` times whatever its length (a callback costs
+with progress on) adds a ``jax.debug.callback`` to the step, taken on every ``k``-th step only (a
+``lax.switch`` on the step), so that a run calls back at most :data:`MAX_CALLBACKS` times whatever its length (a callback costs
 about 0.1 ms of host round trip, and one per step cost a quarter of a short run). The index is not batched over chains or particles, so each
 such step calls back once; callbacks that arrive out of order never move the bar backwards. With
 progress off nothing is compiled in.
@@ -19,12 +19,14 @@ pytest or when the environment sets ``PP_DIFFUSION_PROGRESS=0``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
 import time
 
 import jax
+import jax.numpy as jnp
 
 __all__ = ["tick", "default_enabled", "tracing", "bar"]
 
@@ -51,19 +53,23 @@ def _interactive() -> bool:
 def tick(index) -> None:
     """Report from inside a traced step that step ``index`` (0-based, unbatched) is done.
 
-    Only every ``ceil(steps / MAX_CALLBACKS)``-th step (and the last) calls back to the host; the
-    number of steps is the one of the :func:`bar` that is open while the run is traced.
+    Only every ``ceil(steps / MAX_CALLBACKS)``-th step (and the last) calls back to the host, with
+    its step count fixed in the compiled branch (no operand to copy back); the number of steps is
+    the one of the :func:`bar` open while the run is traced.
     """
     if not _tracing:
         return
-    total = _run.total if _run is not None else None
-    if total is None or total <= MAX_CALLBACKS:
+    if _run is None:  # no bar to size the stride: every step reports
         jax.debug.callback(_advance, index)
         return
+    total = _run.total
     every = -(-total // MAX_CALLBACKS)
+    marks = [min(k * every, total) for k in range(1, -(-total // every) + 1)]  # steps done when reporting
     done = index + 1
-    jax.lax.cond((done % every == 0) | (done >= total),
-                 lambda: jax.debug.callback(_advance, index), lambda: None)
+    branch = jnp.where(done >= total, len(marks), jnp.where(done % every == 0, done // every, 0))
+    jax.lax.switch(branch, [lambda: None] + [
+        lambda m=m: jax.debug.callback(functools.partial(_advance, m - 1)) for m in marks
+    ])
 
 
 def _advance(index) -> None:
