@@ -414,8 +414,8 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
 
     ``vrange`` fixes the colour scale of every cell (``None``: each row scaled to its own range,
     as for standard deviations), or is a list with one such entry per row. A row with a scale of
-    its own (a ``None`` entry, or one that differs from the first row's) gets a colour bar at its
-    right end; ``colorbar_rows`` (row indices) chooses the rows instead. Missing pixels (the
+    its own (a ``None`` entry, or one that differs from the first row's) gets a colour bar after its
+    last image; ``colorbar_rows`` (row indices) chooses the rows instead. Missing pixels (the
     unobserved part of an observation) are passed as NaN, drawn in ``missing_colour`` and named
     ``missing_label`` in a legend under the grid.
     """
@@ -443,10 +443,11 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
     cols = max(a.shape[0] for a in arrays)
     if col_labels is not None and len(col_labels) > cols:
         raise ValueError(f"col_labels has {len(col_labels)} labels for {cols} columns")
-    width = cell * cols + (1.0 if row_labels else 0.2) + (0.6 if bars else 0.0)
+    full = [i for i in bars if arrays[i].shape[0] == cols]  # no free cell beside: an extra column
+    width = cell * cols + (1.0 if row_labels else 0.2) + (0.6 if full else 0.0)
     height = cell * len(arrays) + (0.4 if title else 0.1) + (0.3 if missing else 0.0)
     fig = Figure(figsize=(width, height), layout="constrained")
-    grid = fig.add_gridspec(len(arrays), cols + bool(bars), width_ratios=[1.0] * cols + [0.12] * bool(bars))
+    grid = fig.add_gridspec(len(arrays), cols + bool(full), width_ratios=[1.0] * cols + [0.12] * bool(full))
     axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(cols)] for i in range(len(arrays))])
     shown = {}
     for i, a in enumerate(arrays):
@@ -464,9 +465,10 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center")
             if i == 0 and col_labels is not None and j < len(col_labels):
                 ax.set_title(col_labels[j], fontsize="small")
-    for i in bars:  # after the cells, so that fig.axes starts with the grid, row by row
-        bar = fig.colorbar(shown[i], cax=fig.add_subplot(grid[i, cols]))
-        bar.ax.tick_params(labelsize="x-small")
+    for i in bars:  # in the free cell after the row's images, or in the extra column (after the grid in fig.axes)
+        n = arrays[i].shape[0]
+        cax = axes[i, n].inset_axes([0.04, 0.0, 0.12, 1.0]) if n < cols else fig.add_subplot(grid[i, cols])
+        fig.colorbar(shown[i], cax=cax).ax.tick_params(labelsize="x-small")
     if missing:
         fig.legend(handles=[Patch(facecolor=missing_colour, edgecolor="0.6", label=missing_label)],
                    loc="outside lower center", fontsize="small", frameon=False)
