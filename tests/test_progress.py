@@ -15,7 +15,7 @@ from pp_diffusion.integrators import integrate
 @pytest.fixture(scope="module")
 def prior():
     mixture = ppd.GaussianMixture(np.ones(2), np.array([[-2.0], [2.0]]), np.full(2, 0.25))
-    return ppd.DiffusionPrior(mixture.diffusion_model(ppd.schedules.VPLinear()), steps=100)
+    return ppd.DiffusionPrior(mixture.diffusion_model(ppd.schedules.VPLinear()), steps=40)
 
 
 def _jaxpr(prior, enabled: bool) -> str:
