@@ -266,14 +266,21 @@ def _demo(args) -> int:
     summary = az.summary(xr.Dataset({"x": picked}))
     summary.insert(0, "true", [round(float(truth[r, c]), 3) for r, c in coords])
     print(summary.to_string())
+    print(f"  r_hat: agreement between the {args.chains} independent runs (near 1.00 when they find the same "
+          "posterior); the draws of one run are resampled copies of its particles, so ess_* are not "
+          "MCMC-style counts here")
     stats = idata.diagnostics
     if "log_marginal_likelihood" in stats:
         log_z = np.asarray(stats["log_marginal_likelihood"])
         print(f"log-evidence log p(y) per run: {np.array2string(log_z, precision=2)}"
               + ("" if np.all(np.isfinite(log_z)) else " (DPS has no evidence estimate)"))
+        print("  each run's estimate of the log-probability of the observation under the prior (the sum over "
+              "steps of the log mean weight increment); their spread across runs is its Monte Carlo error")
     if "ess" in stats:
         print(f"ESS at the last step per run: {np.array2string(np.asarray(stats['ess'])[:, -1], precision=1)} "
               f"of {args.particles}")
+        print("  effective sample size 1 / sum(w^2) of the final weights: how many of the particles carry the "
+              "weight (all of them when the weights are equal)")
 
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     observed_only = np.where(mask, truth, 0.0)

@@ -17,6 +17,7 @@ import xarray as xr
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 __all__ = ["density_grid", "plot_samples_2d", "plot_trajectories_2d", "plot_smc_diagnostics", "plot_image_grid"]
 
@@ -406,13 +407,17 @@ def plot_smc_diagnostics(
 
 
 def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0), cmap: str = "gray_r",
-                    missing_colour: str = "#e8a0a0", cell: float = 0.9, title: str | None = None):
+                    missing_colour: str = "#e8a0a0", missing_label: str = "unobserved pixel",
+                    colorbar_rows=None, cell: float = 0.9, title: str | None = None):
     """A grid of single-channel images: ``rows`` is a sequence of arrays ``(n_i, h, w)`` (or one
     ``(rows, cols, h, w)`` array), one figure row each, e.g. [observation, draws, mean, std].
 
     ``vrange`` fixes the colour scale of every cell (``None``: each row scaled to its own range,
-    as for standard deviations), or is a list with one such entry per row; missing pixels (the
-    unobserved part of an observation) are passed as NaN and drawn in ``missing_colour``.
+    as for standard deviations), or is a list with one such entry per row. A row with a scale of
+    its own (a ``None`` entry, or one that differs from the first row's) gets a colour bar after its
+    last image; ``colorbar_rows`` (row indices) chooses the rows instead. Missing pixels (the
+    unobserved part of an observation) are passed as NaN, drawn in ``missing_colour`` and named
+    ``missing_label`` in a legend under the grid.
     """
     arrays = [np.asarray(r, dtype=float) for r in rows]
     for i, a in enumerate(arrays):
@@ -428,12 +433,23 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
     ranges = vrange if isinstance(vrange, list) else [vrange] * len(arrays)
     if len(ranges) != len(arrays):
         raise ValueError(f"a list vrange must have one entry per row ({len(arrays)}), got {len(ranges)}")
+    if colorbar_rows is None:
+        bars = [i for i, r in enumerate(ranges) if r is None or (i and tuple(r) != tuple(ranges[0] or ()))]
+    else:
+        bars = sorted({int(i) for i in colorbar_rows})
+        if any(not 0 <= i < len(arrays) for i in bars):
+            raise ValueError(f"colorbar_rows must be row indices below {len(arrays)}, got {list(colorbar_rows)}")
+    missing = any(np.isnan(a).any() for a in arrays)
     cols = max(a.shape[0] for a in arrays)
     if col_labels is not None and len(col_labels) > cols:
         raise ValueError(f"col_labels has {len(col_labels)} labels for {cols} columns")
-    fig = Figure(figsize=(cell * cols + (1.0 if row_labels else 0.2), cell * len(arrays) + (0.4 if title else 0.1)),
-                 layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(arrays), cols, squeeze=False))
+    full = [i for i in bars if arrays[i].shape[0] == cols]  # no free cell beside: an extra column
+    width = cell * cols + (1.0 if row_labels else 0.2) + (0.6 if full else 0.0)
+    height = cell * len(arrays) + (0.4 if title else 0.1) + (0.3 if missing else 0.0)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    grid = fig.add_gridspec(len(arrays), cols + bool(full), width_ratios=[1.0] * cols + [0.12] * bool(full))
+    axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(cols)] for i in range(len(arrays))])
+    shown = {}
     for i, a in enumerate(arrays):
         lo, hi = ranges[i] if ranges[i] is not None else (np.nanmin(a), np.nanmax(a))
         for j in range(cols):
@@ -441,13 +457,21 @@ def plot_image_grid(rows, *, row_labels=None, col_labels=None, vrange=(-1.0, 1.0
             ax.set_xticks([])
             ax.set_yticks([])
             if j < a.shape[0]:
-                ax.imshow(np.ma.masked_invalid(a[j]), cmap=colours, vmin=lo, vmax=hi, interpolation="nearest")
+                shown[i] = ax.imshow(np.ma.masked_invalid(a[j]), cmap=colours, vmin=lo, vmax=hi,
+                                     interpolation="nearest")
             else:
                 ax.axis("off")
             if j == 0 and row_labels is not None:
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center")
             if i == 0 and col_labels is not None and j < len(col_labels):
                 ax.set_title(col_labels[j], fontsize="small")
+    for i in bars:  # in the free cell after the row's images, or in the extra column (after the grid in fig.axes)
+        n = arrays[i].shape[0]
+        cax = axes[i, n].inset_axes([0.04, 0.0, 0.12, 1.0]) if n < cols else fig.add_subplot(grid[i, cols])
+        fig.colorbar(shown[i], cax=cax).ax.tick_params(labelsize="x-small")
+    if missing:
+        fig.legend(handles=[Patch(facecolor=missing_colour, edgecolor="0.6", label=missing_label)],
+                   loc="outside lower center", fontsize="small", frameon=False)
     if title:
         fig.suptitle(title)
     return fig

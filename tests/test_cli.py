@@ -1,6 +1,8 @@
 """The ``pp-diffusion`` command line: help texts, the digits demo and the ring check end to end, option errors."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -27,6 +29,40 @@ def test_demo_help_explains_every_option(capsys):
     for option in ("--mask", "--sampler"):
         assert re.search(rf"^\s+{option} {{", out, re.MULTILINE), (option, out)
     assert "pp_diffusion_demo.png" in out  # the default output path
+
+
+HEAVY = ("jax", "numpyro", "arviz", "arviz_base", "matplotlib", "xarray")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["ring", "--help"], ["--version"]])
+def test_help_imports_neither_jax_nor_arviz(argv):
+    """``pp-diffusion --help`` answers at once: ``python -m pp_diffusion._cli ARGV`` (run here through
+    runpy, so that the subprocess can report its ``sys.modules``) imports none of the heavy packages."""
+    code = (f"import runpy, sys\nsys.argv = ['pp-diffusion', *{argv!r}]\n"
+            "try:\n    runpy.run_module('pp_diffusion._cli', run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pp-diffusion" in out.stdout
+    assert out.stdout.splitlines()[-1] == "HEAVY []", out.stdout
+
+
+def test_the_package_loads_its_public_names_on_first_use():
+    code = (
+        "import sys\nimport pp_diffusion as ppd\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "assert set(ppd.__all__) <= set(dir(ppd)), dir(ppd)\n"
+        "from pp_diffusion import infer, DiffusionPrior, smc\n"
+        "import pp_diffusion._infer, pp_diffusion.prior\n"
+        "assert infer is pp_diffusion._infer.infer and DiffusionPrior is pp_diffusion.prior.DiffusionPrior\n"
+        "assert smc is sys.modules['pp_diffusion.smc'] and ppd.networks is sys.modules['pp_diffusion.networks']\n"
+        "assert all(getattr(ppd, name) is not None for name in ppd.__all__)\n"
+        "try:\n    ppd.no_such_name\nexcept AttributeError as err:\n    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "module 'pp_diffusion' has no attribute 'no_such_name'"]
 
 
 def test_demo_inpaints_a_digit_end_to_end(tmp_path, capsys):

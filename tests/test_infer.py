@@ -218,6 +218,8 @@ def _bar_lines(err: str) -> list[str]:
 def test_progress_bar_counts_every_step(monkeypatch, make_sampler, steps):
     import tqdm.auto
 
+    from pp_diffusion import _progress
+
     closed = {}
 
     class Recording(tqdm.auto.tqdm):
@@ -226,6 +228,7 @@ def test_progress_bar_counts_every_step(monkeypatch, make_sampler, steps):
             super().close()
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    monkeypatch.setattr(_progress, "_interactive", lambda: True)  # a tqdm bar, as on a terminal
     mixture = GaussianMixture(np.ones(2), np.array([[-2.0], [2.0]]), np.full(2, 0.25))
     prior = DiffusionPrior(mixture.diffusion_model(schedules.VPLinear()), steps=steps)
 

@@ -252,7 +252,8 @@ def test_image_grid_shows_each_image_with_the_shared_colour_scale():
     std = rng.uniform(0, 0.3, (8, 8))
     fig = plot_image_grid([obs, draws, std], row_labels=["y", "draws", "std"], col_labels=list("abcde"),
                           vrange=None, title="grid")
-    axes = np.array(fig.axes).reshape(3, 5)
+    axes = np.array(fig.axes[:15]).reshape(3, 5)
+    assert len(_colour_bars(fig)) == 3  # vrange=None: every row has its own scale, so its own colour bar
     images = [[ax.get_images() for ax in row] for row in axes]
     assert [sum(len(cell) for cell in row) for row in images] == [1, 5, 1]
     np.testing.assert_array_equal(images[1][3][0].get_array(), draws[3])
@@ -277,3 +278,36 @@ def test_image_grid_rejects_bad_rows():
         plot_image_grid([np.zeros((2, 8, 8))], vrange=[None, None])
     with pytest.raises(ValueError, match="row_labels"):
         plot_image_grid([np.zeros((2, 8, 8))], row_labels=["a", "b"])
+
+
+def _colour_bars(fig):
+    return [a for ax in fig.axes for a in (ax, *ax.child_axes) if getattr(a, "_colorbar", None) is not None]
+
+
+def test_image_grid_has_a_colour_bar_for_std_rows_and_a_legend_for_missing_pixels():
+    from pp_diffusion.plots import plot_image_grid
+
+    rng = np.random.default_rng(1)
+    obs = rng.uniform(-1, 1, (1, 8, 8))
+    obs[0, :, 4:] = np.nan
+    draws = rng.uniform(-1, 1, (4, 8, 8))
+    std = rng.uniform(0, 0.3, (1, 8, 8))
+    fig = plot_image_grid([obs, draws, std], row_labels=["observed", "draws", "std"],
+                          vrange=[(-1.0, 1.0), (-1.0, 1.0), (0.0, 0.3)])
+    cells = fig.axes[:12]
+    assert all(ax.get_images() or not ax.axison for ax in cells)  # the grid comes first, row by row
+    (bar,) = _colour_bars(fig)  # one: the std row has its own scale
+    assert bar.get_ylim() == (pytest.approx(0.0), pytest.approx(0.3))
+    fig.canvas.draw()
+    bar_box, std_box = bar.get_position(), cells[8].get_position()
+    assert abs(bar_box.y0 - std_box.y0) < 0.05 and std_box.x1 < bar_box.x0 < cells[10].get_position().x0
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["unobserved pixel"]
+    assert tuple(np.round(legend.legend_handles[0].get_facecolor()[:3], 3)) == (0.91, 0.627, 0.627)
+
+    plain = plot_image_grid([draws])  # one shared scale, nothing missing: neither
+    assert _colour_bars(plain) == [] and plain.legends == []
+    chosen = plot_image_grid([draws, draws], colorbar_rows=[0], missing_label="hidden")
+    assert len(chosen.axes) == 9 and len(_colour_bars(chosen)) == 1 and chosen.legends == []  # a column for it
+    with pytest.raises(ValueError, match="colorbar_rows"):
+        plot_image_grid([draws], colorbar_rows=[3])
