@@ -41,7 +41,7 @@ def _by_hand(sampler, key, move=None, stop=None):
 
 
 # twisted stands for bootstrap and FK steering (the same moves); mcgdiff has its own setup and evidence offset
-@pytest.mark.parametrize("make", [lambda: ppd.smc.twisted(300), lambda: ppd.smc.mcgdiff(300)])
+@pytest.mark.parametrize("make", [lambda: ppd.smc.twisted(300), lambda: ppd.smc.mcgdiff(300)], ids=["twisted", "mcgdiff"])
 def test_stepping_by_hand_with_a_no_op_move_is_infer(make):
     sampler, key = make(), jax.random.key(3)
     identity = lambda state: state._replace(particles=jax.tree.map(lambda a: a + 0, state.particles))
