@@ -23,11 +23,13 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pp-diffusion demo
 
+# one pytest worker per core, each test file on one worker (its module fixtures and compiled runs
+# are shared within the file): the suite is compile-bound, and XLA compiles on one thread
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # -E: a fresh build every time, so that the docstrings are read again and every warning is shown
 # (an incremental build would skip unchanged pages and their warnings); -W --keep-going: all of
