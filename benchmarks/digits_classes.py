@@ -119,9 +119,9 @@ def main(argv=None) -> None:
             lz = np.asarray(idata.diagnostics["log_marginal_likelihood"].values, np.float64)
             log_z.append(np.mean(lz))
             spread.append(np.std(lz))
-            stats = idata.sample_stats
-            if "min_ess" in stats and np.all(np.isfinite(lz)):  # unweighted samplers (SVDD, DPS): no ESS
-                num = stats["final_log_weights"].shape[-1]
+            stats = idata.diagnostics
+            if np.all(np.isfinite(lz)):  # unweighted samplers (SVDD, DPS): no ESS
+                num = idata.sample_stats.sizes["draw"]
                 min_ess.extend(np.asarray(stats["min_ess"].values).reshape(-1) / num)
         nfe = int(np.asarray(idata.sample_stats["nfe"].values).reshape(-1)[0])
         vjp = int(np.asarray(idata.sample_stats["vjp"].values).reshape(-1)[0]) if "vjp" in idata.sample_stats else 0

@@ -171,7 +171,7 @@ def main(argv=None) -> None:
             nfe = int(np.asarray(out.sample_stats["nfe"]).reshape(args.images, -1)[0].sum())
             vjp = int(np.asarray(out.sample_stats.get("vjp", np.zeros(1))).reshape(args.images, -1)[0].sum())
             finite = np.isfinite(draws).all(axis=(1, 2, 3))
-            log_z = np.asarray(out.run_stats["log_evidence"])
+            log_z = np.asarray(out.run_stats["log_marginal_likelihood"])
             rows.append({
                 "task": task_name,
                 "sampler": sampler_name,

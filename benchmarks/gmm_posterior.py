@@ -41,6 +41,7 @@ import sys
 import time
 
 import numpy as np
+import xarray as xr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _tables import fmt_row, print_table  # noqa: E402
@@ -330,7 +331,7 @@ def run_infer(program, sampler, key, data, timed=True, num_chains=1):
         start = clock()
         idata = ppd.infer(program, sampler, k2, num_chains=num_chains, **data)
         second = since(start)
-    st = idata.sample_stats
+    st = xr.merge([idata.sample_stats.to_dataset(), idata.diagnostics.to_dataset()], compat="override")
     get = lambda name, default: np.asarray(st[name].values) if name in st else default
     x = np.asarray(idata.posterior["x"].values)
     return {
@@ -338,7 +339,7 @@ def run_infer(program, sampler, key, data, timed=True, num_chains=1):
         "bad_draws": int(np.sum(~np.all(np.isfinite(x), axis=-1))),
         "nfe": int(get("nfe", np.zeros(1)).flat[0]),
         "vjp": int(get("vjp", np.zeros(1)).flat[0]),
-        "log_z": get("log_evidence", np.full(x.shape[0], np.nan)).reshape(-1),
+        "log_z": get("log_marginal_likelihood", np.full(x.shape[0], np.nan)).reshape(-1),
         "resampled": int(get("resampled", np.zeros(1)).sum()),
         "num_nan": int(get("num_nan", np.zeros(1)).sum()),
         "degenerate": bool(get("degenerate", np.zeros(1, bool)).any()),

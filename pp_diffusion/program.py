@@ -25,6 +25,7 @@ plates (a sampler would see the same subsample at every evaluation).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -89,6 +90,11 @@ def as_data(data: dict) -> dict:
                 v = arr
         out[k] = v
     return out
+
+
+def _array_like(value) -> bool:
+    """An array or a number (not a bool): what a compiled run can take as an argument."""
+    return isinstance(value, (np.ndarray, jax.Array, np.generic, numbers.Number)) and not isinstance(value, bool)
 
 
 def _base_distribution(fn):
@@ -215,7 +221,7 @@ def inspect_program(program: Callable, data: dict[str, Any]) -> ProgramInfo:
     obs_values = [s["value"] for s in _observed_sites(trace)]
     observed_args = tuple(
         k for k, v in data.items()
-        if isinstance(v, (np.ndarray, jax.Array)) and any(v is o for o in obs_values)
+        if _array_like(v) and any(v is o for o in obs_values)
     )
     predictive = _predictive_latents(program, site, prior, latent, data) if latent else ()
     factors = tuple(s["name"] for s in _observed_sites(trace) if isinstance(_base_distribution(s["fn"]), Unit))
