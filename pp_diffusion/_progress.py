@@ -3,15 +3,17 @@
 A run is one jitted ``lax.scan`` over the reverse-diffusion steps, so the bar is fed from inside it:
 scanned step functions call :func:`tick` with the step index, which (only while a run is traced
 with progress on) adds a ``jax.debug.callback`` to the step, taken on every ``k``-th step only (a
-``lax.switch`` on the step), so that a run calls back at most :data:`MAX_CALLBACKS` times whatever its length (a callback costs
-about 0.1 ms of host round trip, and one per step cost a quarter of a short run). The index is not batched over chains or particles, so each
+``lax.switch`` on the step), so that a run calls back at most :data:`MAX_CALLBACKS` times whatever
+its length: a callback costs 0.1-0.5 ms of host round trip, one per step cost a quarter of a short
+run, and five per run cost 1.002x (range 0.95-1.03 over 7 repeats) on the README's 2-D mixture
+(``benchmarks/progress_overhead.py``). The index is not batched over chains or particles, so each
 such step calls back once; callbacks that arrive out of order never move the bar backwards. With
 progress off nothing is compiled in.
 
 The bar starts at the first callback, when compilation is over, so its rate and ETA are those of
 the run. On a terminal (or in Jupyter) it is a ``tqdm`` bar that appears only for runs longer than
 :data:`DELAY` seconds; otherwise (output redirected to a file or a pipe) a run longer than that
-writes a plain line to ``stderr`` at each callback past that delay (at most one per tenth of
+writes a plain line to ``stderr`` at each callback past that delay (at most one per fifth of
 its steps). Progress is off by default under
 pytest or when the environment sets ``PP_DIFFUSION_PROGRESS=0``.
 """
@@ -31,7 +33,7 @@ import jax.numpy as jnp
 __all__ = ["tick", "default_enabled", "tracing", "bar"]
 
 DELAY = 2.0  # seconds before a bar shows: short runs stay silent
-MAX_CALLBACKS = 10  # host callbacks per run at most (the bar moves every ceil(steps / 10) steps)
+MAX_CALLBACKS = 5  # host callbacks per run at most (the bar moves every ceil(steps / 5) steps)
 
 _tracing = False  # set while a run is being traced with progress on
 _run = None  # the _Run in progress
