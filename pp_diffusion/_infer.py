@@ -16,7 +16,7 @@ from pp_diffusion._datatree import to_datatree
 from pp_diffusion.program import (
     as_data, data_sites, inspect_program, pointwise_log_likelihood_fn, posterior_predictive_draws, site_twists,
 )
-from pp_diffusion.samplers import Sampler, iid
+from pp_diffusion.samplers import Sampler, iid, split_key
 
 __all__ = ["infer"]
 
@@ -159,7 +159,7 @@ def _check_dims(dims, coords, info) -> tuple[dict, dict]:
         raise TypeError(f"dims must be a dict {{site: [dim name, ...]}}, got {dims!r}")
     if not isinstance(coords, dict):
         raise TypeError(f"coords must be a dict {{dim name: values}}, got {coords!r}")
-    sites = {info.site, *info.latent, *info.deterministic, *data_sites(info)}
+    sites = set(info.sites) - set(info.factors)
     unknown = sorted(set(dims) - sites)
     if unknown:
         raise ValueError(f"dims names site(s) {unknown} that the program does not have; its sites are {sorted(sites)}")
@@ -236,10 +236,7 @@ def infer(program, sampler: Sampler, rng_key, *, num_chains: int = 1, dims: dict
     num_chains = int(num_chains)
     if isinstance(num_prior_draws, bool) or not isinstance(num_prior_draws, numbers.Integral) or num_prior_draws < 0:
         raise ValueError(f"num_prior_draws must be a non-negative integer, got {num_prior_draws!r}")
-    try:
-        keys = jax.random.split(rng_key, num_chains)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"rng_key must be a JAX PRNG key such as jax.random.key(0), got {rng_key!r}") from err
+    keys = split_key(rng_key, num_chains)
     data = as_data(data)
     info = inspect_program(program, data)
     dims, coords = _check_dims(dims, coords, info)

@@ -30,19 +30,12 @@ from pp_diffusion._infer import infer
 from pp_diffusion.program import (
     as_data, check_conditionable, inspect_program, observed_arguments, prior_predictive_fn,
 )
-from pp_diffusion.samplers import Sampler, _check_positive_int
+from pp_diffusion.samplers import Sampler, _check_positive_int, split_key
 
 __all__ = ["sbc", "sbc_ranks", "plot_sbc"]
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _split_key(rng_key, num: int):
-    try:
-        return jax.random.split(rng_key, num)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"rng_key must be a JAX PRNG key such as jax.random.key(0), got {rng_key!r}") from err
-
 
 def _choose_bins(num_values: int, num_simulations: int) -> int:
     """The largest divisor of ``num_values`` (>= 2) that leaves at least 5 expected ranks per bin, else
@@ -222,7 +215,7 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
     if isinstance(per_run, numbers.Integral) and draws_per_chain > per_run:
         raise ValueError(f"draws_per_chain={draws_per_chain} exceeds the {per_run} draws per run of sampler "
                          f"{sampler.name!r}")
-    k_sim, k_infer, k_pick = _split_key(rng_key, 3)
+    k_sim, k_infer, k_pick = split_key(rng_key, 3)
     data = as_data(data)
     info = inspect_program(program, data)
     if not info.observed:
@@ -250,8 +243,7 @@ def sbc(program: Callable, sampler: Sampler, rng_key, *, num_simulations: int = 
         raise TypeError(f"simulator must be a NumPyro program, got {type(simulator).__name__}")
     recorded = tuple(dict.fromkeys((*var_names, *arguments)))
     if simulator is not program:
-        other = inspect_program(simulator, data)
-        sites = {other.site, *other.latent, *other.deterministic, *other.observed}
+        sites = inspect_program(simulator, data).sites
         lacking = [name for name in recorded if name not in sites]
         if lacking:
             raise ValueError(f"simulator has no site(s) {lacking}: it must draw the sites program checks and observes")

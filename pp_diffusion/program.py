@@ -78,6 +78,12 @@ class ProgramInfo(NamedTuple):
     predictive: tuple[str, ...] = ()
     factors: tuple[str, ...] = ()
 
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Every sample and deterministic site's name: the diffusion site, latents, deterministic and
+        observed sites (factors included)."""
+        return (self.site, *self.latent, *self.deterministic, *self.observed)
+
 
 def as_data(data: dict) -> dict:
     """A program's keyword arguments with lists and tuples of numbers as NumPy arrays (a program that

@@ -114,6 +114,14 @@ def _check_positive_int(value, name):
     return int(value)
 
 
+def split_key(rng_key, num: int):
+    """``jax.random.split(rng_key, num)``, else a ``TypeError`` saying what ``rng_key`` must be."""
+    try:
+        return jax.random.split(rng_key, num)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"rng_key must be a JAX PRNG key such as jax.random.key(0), got {rng_key!r}") from err
+
+
 def iid(num_samples: int = 1000) -> Sampler:
     """Independent draws of the whole program from its prior (no conditioning).
 
