@@ -118,13 +118,16 @@ def _observed_sites(trace):
     return [s for s in trace.values() if s["type"] == "sample" and s["is_observed"] and not _is_prior_site(s)]
 
 
-def site_log_prob(site):
-    """A sample site's log-probability as NumPyro's ``log_density`` sums it: masks inside ``fn``,
-    times the site's ``scale``."""
+def elementwise_log_prob(site):
+    """A sample site's log-probability over its batch shape: ``fn.log_prob(value)`` (masks inside
+    ``fn``: masked elements are 0), times the site's ``scale``."""
     lp = site["fn"].log_prob(site["value"])
-    if site.get("scale") is not None:
-        lp = site["scale"] * lp
-    return jnp.sum(lp)
+    return lp if site.get("scale") is None else site["scale"] * lp
+
+
+def site_log_prob(site):
+    """A sample site's log-probability as NumPyro's ``log_density`` sums it (:func:`elementwise_log_prob`)."""
+    return jnp.sum(elementwise_log_prob(site))
 
 
 def _over_elements(a, fn, shape):
@@ -343,12 +346,7 @@ def pointwise_log_likelihood_fn(program, info: ProgramInfo, data) -> Callable:
     def pointwise(values):
         seeded = handlers.seed(program, jax.random.key(0))
         trace = handlers.trace(handlers.substitute(seeded, data=values)).get_trace(**data)
-        out = {}
-        for name in names:
-            site = trace[name]
-            lp = site["fn"].log_prob(site["value"])
-            out[name] = lp if site.get("scale") is None else site["scale"] * lp
-        return out
+        return {name: elementwise_log_prob(trace[name]) for name in names}
 
     return pointwise
 
