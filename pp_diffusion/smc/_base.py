@@ -386,7 +386,7 @@ def _stacked(infos) -> SMCInfo:
 
 
 def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: int, weighted: bool = True,
-               site_log_probs: Callable | None = None, log_z_offset=0.0):
+               tempered: bool = False, site_log_probs: Callable | None = None, log_z_offset=0.0):
     """Equally weighted draws (a final resampling of the weighted particles) and the diagnostics
     of one run, as ``(draws, sample_stats, run_stats, particles)``.
 
@@ -423,7 +423,6 @@ def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: in
         "ess": infos.ess,
         "resampled": infos.resampled,
         "num_nan": infos.num_nan,
-        "lam": infos.lam,
         "degenerate": degenerate,
         "final_ess": infos.ess[-1],
         "min_ess": min_ess,
@@ -431,6 +430,8 @@ def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: in
         "num_lineages": jnp.sum(jnp.bincount(state.particles.origin[idx], length=num) > 0),
         "low_ess": ~degenerate & (min_ess < max(2.0, LOW_ESS_FRACTION * num)),
     }
+    if tempered:
+        run_stats["lam"] = infos.lam
     if site_log_probs is not None:
         per_site = jax.vmap(site_log_probs)(state.particles.x)
         if per_site.shape[1]:
@@ -508,10 +509,8 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
         def output(rng_key, state, infos) -> SamplerOutput:
             draws, sample_stats, run_stats, particles = smc_output(
                 rng_key, state, infos, resampling=resampling, nfe=nfe, vjp=vjp, weighted=weighted,
-                site_log_probs=fk.site_log_probs, log_z_offset=offset)
+                tempered=temper is not None, site_log_probs=fk.site_log_probs, log_z_offset=offset)
             run_stats.update(draw_checks(fk.prior.model, state.particles.x))
-            if temper is None:
-                del run_stats["lam"]
             k_sites = jax.random.fold_in(rng_key, 1)
             posterior = {fk.site: draws,
                          **jax.vmap(fk.deterministic)(jax.random.split(k_sites, num_particles), draws)}
