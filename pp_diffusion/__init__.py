@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # The public names, each with the module that defines it (a submodule is its own name).
 _SUBMODULES = (
     "diagnostics", "integrators", "metrics", "networks", "parameterization", "schedules", "smc", "guidance",
-    "potentials", "twists", "operators", "zoo",
+    "potentials", "twists", "operators", "zoo", "mcmc",
 )
 _NAMES = {
     "infer": "_infer",
@@ -28,6 +28,11 @@ _NAMES = {
     "Sampler": "samplers",
     "SamplerOutput": "samplers",
     "iid": "samplers",
+    "EnergyPrior": "energy",
+    "product": "energy",
+    "compose": "energy",
+    "temper": "energy",
+    "guided": "energy",
     "DenoisingVariance": "x0_variance",
     "denoising_variance": "x0_variance",
     "save_model": "_model_io",

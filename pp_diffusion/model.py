@@ -166,14 +166,35 @@ class DiffusionModel(eqx.Module):
             return param.eps_from_score(self.score(x, t), sigma)
         return param.eps_from_x0(x, self.network(x, t), alpha, sigma)
 
+    @property
+    def has_energy(self) -> bool:
+        """Whether :meth:`energy` is defined: an energy network, or an exact data distribution with
+        noisy marginals (``marginal_log_prob``, e.g. :class:`~pp_diffusion.GaussianMixture`)."""
+        return self.parameterization == "energy" or hasattr(self.data_distribution, "marginal_log_prob")
+
+    def check_energy(self, argument: str = "model") -> None:
+        """Raise a ``ValueError`` naming ``argument`` unless :attr:`has_energy`."""
+        if not self.has_energy:
+            raise ValueError(
+                f"{argument}: model {self.name!r} has no energy: its network predicts {self.parameterization!r} and "
+                "it carries no exact data density. Energy samplers need E_t(x) itself, not only its gradient. "
+                "Use an exact model (e.g. pp_diffusion.GaussianMixture(...).diffusion_model(schedule)), or a "
+                "distilled energy network (parameterization='energy', e.g. pp_diffusion.zoo.load('digits_energy'), "
+                "trained by models/digits_energy/train.py from a score model)"
+            )
+
     def energy(self, x, t):
-        """E(x, t) with grad_x E = -score; needs an energy network or an exact data distribution."""
+        """E_t(x), with grad_x E_t = -grad_x log p_t: the network's output for an energy network;
+        -log p_t(x) (normalised) for an exact data distribution. An energy network defines E_t only up
+        to a constant in x at each t. Raises ``ValueError`` for a model without one
+        (:meth:`check_energy`)."""
         if self.parameterization == "energy":
             return jnp.sum(self.network(x, t))
-        marginal = getattr(self.data_distribution, "marginal_log_prob", None)
-        if marginal is None:
-            raise ValueError(
-                f"model {self.name!r} has no energy: its parameterization is {self.parameterization!r} "
-                "and it has no exact data distribution"
-            )
-        return -marginal(x, self.schedule.alpha(t), self.schedule.sigma(t))
+        self.check_energy()
+        return -self.data_distribution.marginal_log_prob(x, self.schedule.alpha(t), self.schedule.sigma(t))
+
+    def energy_and_score(self, x, t):
+        """``(E_t(x), -grad_x E_t(x))`` in one forward and one backward pass. The score here is the
+        energy's own, unclipped even when ``data_range`` is set (energy samplers need the pair to agree)."""
+        value, grad = jax.value_and_grad(lambda y: self.energy(y, t))(x)
+        return value, -grad

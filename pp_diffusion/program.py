@@ -712,12 +712,22 @@ def _potential(program, info, data, readings, lg, data_var):
     return potentials.Potential(log_g, log_h, lookahead if adaptive else None)
 
 
-def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None) -> FeynmanKacModel:
+def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None,
+                energy_targets: bool = False) -> FeynmanKacModel:
     """Build the Feynman–Kac model of a conditioned program (its structure is read eagerly from
     ``info.data``; the observations come from ``data``, which may be traced).
 
-    ``data_var`` overrides the model's ``data_var`` in the Gaussian twists."""
+    ``data_var`` overrides the model's ``data_var`` in the Gaussian twists. A diffusion site that is an
+    :class:`~pp_diffusion.energy.EnergyPrior` is refused unless ``energy_targets`` (the sampler weighs
+    its energies: :func:`pp_diffusion.smc.energy`)."""
     check_conditionable(info)
+    from pp_diffusion.energy import EnergyPrior
+
+    if isinstance(info.prior, EnergyPrior) and not energy_targets:
+        raise ValueError(
+            f"the diffusion site {info.site!r} is an energy prior ({info.prior.model.name}): its target "
+            "exp(-sum_k beta_k E_k) is sampled by pp_diffusion.smc.energy; this sampler would run the chain of the "
+            "summed score, which samples a different law")
     if info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None):
         raise ValueError(
             "conditioning samplers need the stochastic DDIM-family chain: build the prior as "

@@ -13,3 +13,4 @@ from pp_diffusion.smc._base import (
 from pp_diffusion.smc._twisted import bootstrap as bootstrap, fk_steering as fk_steering, twisted as twisted
 from pp_diffusion.smc._mcgdiff import mcgdiff as mcgdiff
 from pp_diffusion.smc._svdd import svdd as svdd
+from pp_diffusion.smc._energy import energy as energy

@@ -128,13 +128,18 @@ class Particle(NamedTuple):
 class SMCInfo(NamedTuple):
     """Per-step diagnostics: ESS after reweighting, whether the step resampled first, the
     log-evidence increment, the number of NaN increments mapped to -inf, and the tempering exponent
-    lambda of the step's twist (1 without tempering)."""
+    lambda of the step's twist (1 without tempering). With MCMC moves (:func:`smc_step_fn`'s
+    ``mcmc``): their mean acceptance rate at the step (NaN where none ran), the step size used and the
+    gradient evaluations per particle they cost (0 where none ran); NaN, NaN and 0 without moves."""
 
     ess: jax.Array
     resampled: jax.Array
     log_evidence_increment: jax.Array
     num_nan: jax.Array
     lam: jax.Array
+    acceptance_rate: jax.Array = jnp.full((), jnp.nan)
+    step_size: jax.Array = jnp.full((), jnp.nan)
+    move_evaluations: jax.Array = jnp.zeros(())
 
 
 def tempered_value(lam, lookahead):
@@ -263,7 +268,8 @@ def init_key(rng_key):
 
 def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_threshold: float,
                 resample_every: int | None = None, weighted: bool = True, carry_x0_prev: bool = False,
-                temper: Callable | None = None, target_ess: float = 0.5) -> Callable:
+                temper: Callable | None = None, target_ess: float = 0.5, mcmc: Callable | None = None,
+                mcmc_every_step: bool = False) -> Callable:
     """``step(rng_key, state) -> (state, SMCInfo)``: one step of SMC along ``times`` (see
     :class:`SMCKernel`), the step with ``state.index == -1`` being the evaluation of the initial
     particles (x_s = x_T, t = s = t_N, no proposal), which gives the initial weights h_N(x_N).
@@ -280,6 +286,12 @@ def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_t
     particle that a non-final ``move`` left with its twist's parts apart: its ``log_h``, ``aux`` and
     ``incr`` at exponent ``lam``. The exponent of each step is chosen here, with the conditional ESS
     kept at ``target_ess`` (0 at the initial evaluation).
+
+    ``mcmc(keys, particles, t, log_step) -> (particles, acceptance_rate, step_size, evaluations,
+    new_log_step)`` (MCMC moves, :mod:`pp_diffusion.mcmc`) moves the particles at time t, leaving their
+    current target invariant, after resampling (every step with ``mcmc_every_step``) and before the
+    proposal to s. Its log step size is carried in ``update_parameters["log_step"]`` (set by
+    :func:`skeleton_state`'s ``update_parameters``), so that it adapts across steps.
     """
     num_steps = times.shape[0] - 1
     tempered = jax.vmap(temper, in_axes=(0, None)) if temper is not None else None
@@ -298,7 +310,7 @@ def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_t
         do_resample = do_resample & ~first
         log_w = jnp.where(first, 0.0, jnp.log(num * state.weights))
         blackjax_state = smc_base.SMCState(
-            state.particles._replace(log_w=log_w), state.weights, {"resample": do_resample}
+            state.particles._replace(log_w=log_w), state.weights, {**state.update_parameters, "resample": do_resample}
         )
 
         def resample_fn(key, weights, n):
@@ -316,10 +328,20 @@ def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_t
                 moved = tempered(moved, lam)
             return moved
 
+        def no_moves(keys, particles, log_step):
+            return particles, jnp.full((), jnp.nan), jnp.full((), jnp.nan), jnp.zeros(()), log_step
+
         def update_fn(keys, particles, params):
             particles = particles._replace(
                 log_w=jnp.where(params["resample"], 0.0, particles.log_w)
             )
+            _, *move_info = no_moves(keys, particles, params.get("log_step", jnp.zeros(())))
+            if mcmc is not None:  # the moves' own keys: the proposal's are those of a run without moves
+                mcmc_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+                apply = ~first & (params["resample"] | mcmc_every_step)
+                run_mcmc = lambda k, p, ls: mcmc(k, p, t, ls)
+                particles, *move_info = jax.lax.cond(apply, run_mcmc, no_moves, mcmc_keys, particles,
+                                                     params["log_step"])
             moved = jax.lax.cond(final, lambda: moved_by(keys, particles, True),
                                  lambda: moved_by(keys, particles, False))
             moved = moved._replace(origin=particles.origin)
@@ -327,7 +349,7 @@ def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_t
                 moved = moved._replace(x0_prev=jnp.where(first, moved.x0_hat, particles.x0_hat))
             if not weighted:
                 moved = moved._replace(incr=jnp.zeros_like(moved.incr))
-            return moved, None
+            return moved, tuple(move_info)
 
         def weight_fn(particles):
             # a particle of weight zero stays there: its next increment may be +inf (a twist back from
@@ -340,10 +362,15 @@ def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_t
         num_nan = jnp.sum(jnp.isnan(new.particles.incr))
         ess = smc_ess.ess(jnp.log(new.weights))
         lam = jnp.where(final, 1.0, new.particles.lam[0]) if tempered is not None else jnp.ones(())
-        step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan, jnp.asarray(lam, jnp.float32))
+        acceptance, step_size, evaluations, log_step = info.update_info
+        step_info = SMCInfo(ess, do_resample, info.log_likelihood_increment, num_nan, jnp.asarray(lam, jnp.float32),
+                            acceptance, step_size, evaluations)
         _progress.tick(jnp.maximum(index, 0))
+        params = dict(new.update_parameters)
+        if "log_step" in params:
+            params["log_step"] = log_step
         new_state = SMCState(
-            new.particles, new.weights, new.update_parameters,
+            new.particles, new.weights, params,
             state.log_evidence + info.log_likelihood_increment,
             jnp.minimum(state.min_ess, ess) if weighted else jnp.asarray(num, jnp.float32),
             index + 1, info.ancestors,
@@ -354,17 +381,17 @@ def smc_step_fn(*, times: jax.Array, move: Callable, resampling: Callable, ess_t
 
 
 def skeleton_state(x_T: jax.Array, init_particle: Callable, *, tempered: bool = False,
-                   carry_x0_prev: bool = False) -> SMCState:
+                   carry_x0_prev: bool = False, update_parameters: dict | None = None) -> SMCState:
     """The unevaluated initial state (index -1) of the ``(N, *event)`` particles ``x_T``:
     ``init_particle(x_T)`` (no network call: ``log_h`` 0) on every particle, uniform weights by
-    ``blackjax.smc.base.init``."""
+    ``blackjax.smc.base.init``; ``update_parameters`` adds to BlackJAX's (e.g. MCMC moves' ``log_step``)."""
     num = x_T.shape[0]
     particles = jax.vmap(init_particle)(x_T)._replace(origin=jnp.arange(num, dtype=jnp.int32))
     if tempered:
         particles = particles._replace(lam=jnp.zeros(num))
     if carry_x0_prev:  # a placeholder until the first step evaluates x0_hat
         particles = particles._replace(x0_prev=jnp.zeros_like(particles.x))
-    base = smc_base.init(particles, {"resample": jnp.asarray(False)})
+    base = smc_base.init(particles, {"resample": jnp.asarray(False), **(update_parameters or {})})
     return SMCState(base.particles, base.weights, base.update_parameters, jnp.zeros(()),
                     jnp.asarray(num, jnp.float32), jnp.asarray(-1, jnp.int32), jnp.arange(num, dtype=jnp.int32))
 
@@ -386,7 +413,8 @@ def _stacked(infos) -> SMCInfo:
 
 
 def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: int, weighted: bool = True,
-               tempered: bool = False, site_log_probs: Callable | None = None, log_z_offset=0.0):
+               tempered: bool = False, site_log_probs: Callable | None = None, log_z_offset=0.0,
+               moves: bool = False, move_cost: int = 1):
     """Equally weighted draws (a final resampling of the weighted particles) and the diagnostics
     of one run, as ``(draws, sample_stats, run_stats, particles)``.
 
@@ -396,6 +424,9 @@ def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: in
     copies, ``num_distinct`` the number of distinct particles among them, ``num_lineages`` the number
     of initial particles they descend from (resampling along the run makes later particles share
     ancestors: path degeneracy) and ``final_ess`` the Kish ESS of the weights they were drawn with.
+    With MCMC moves (``moves``) the run records their acceptance rate and step size per step, and the
+    draws' ``nfe`` and ``vjp`` add the moves' gradient evaluations per particle (each costing
+    ``move_cost`` evaluations and VJPs: one per energy model of a composition).
     ``site_log_probs`` (x_0 -> one log-probability per observed site) gives ``site_nonfinite``, the
     number of final particles at which each site is NaN or infinite. ``particles`` is the final
     weighted particle system: ``x``, ``log_weight`` (normalised) and ``origin``.
@@ -412,9 +443,10 @@ def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: in
     # unweighted methods (DPS) can diverge without any weight noticing: flag non-finite draws too
     degenerate = degenerate | ~jnp.all(jnp.isfinite(draws))
     draws = jnp.where(degenerate, jnp.nan, draws)
+    extra = jnp.round(jnp.sum(infos.move_evaluations) * move_cost).astype(jnp.int32) if moves else 0
     sample_stats = {
-        "nfe": jnp.full((num,), nfe, jnp.int32),
-        "vjp": jnp.full((num,), vjp, jnp.int32),
+        "nfe": jnp.full((num,), nfe, jnp.int32) + extra,
+        "vjp": jnp.full((num,), vjp, jnp.int32) + extra,
         "particle": idx.astype(jnp.int32),
     }
     min_ess = state.min_ess
@@ -432,6 +464,9 @@ def smc_output(rng_key, state: SMCState, infos, *, resampling, nfe: int, vjp: in
     }
     if tempered:
         run_stats["lam"] = infos.lam
+    if moves:
+        run_stats["acceptance_rate"] = infos.acceptance_rate
+        run_stats["step_size"] = infos.step_size
     if site_log_probs is not None:
         per_site = jax.vmap(site_log_probs)(state.particles.x)
         if per_site.shape[1]:
@@ -445,6 +480,8 @@ STAT_DIMS = {
     "resampled": ("step",),
     "num_nan": ("step",),
     "lam": ("step",),
+    "acceptance_rate": ("step",),
+    "step_size": ("step",),
     "site_nonfinite": ("site",),
 }
 
@@ -453,7 +490,8 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
                resampling: Callable, ess_threshold: float, resample_every: int | None = None,
                data_var: float | None = None, weighted: bool = True,
                extra_settings: dict | None = None, twist_names: Callable = dict,
-               setup: Callable | None = None, log_z_offset: Callable | None = None) -> Sampler:
+               setup: Callable | None = None, log_z_offset: Callable | None = None,
+               mcmc: Callable | None = None, mcmc_every_step: bool = False) -> Sampler:
     """A :class:`~pp_diffusion.Sampler` whose :class:`SMCKernel` moves particles with ``moves(context)
     -> (init_particle, move[, temper])``.
 
@@ -465,7 +503,8 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
     step into clean data reuses the cached x0 prediction and costs none. ``weighted=False`` is
     for methods whose particles carry no weights (DPS, SVDD): uniform weights, NaN log-evidence.
     ``twist_names`` maps the program's ``{site: twist kind}`` to what the method uses (the DataTree's
-    ``twists`` attribute).
+    ``twists`` attribute). ``vjp_per_step`` may be a function of the context. ``mcmc(context) -> (mcmc,
+    initial log step, cost per evaluation)`` adds MCMC moves (:func:`smc_step_fn`'s ``mcmc``).
     """
     num_particles = _check_positive_int(num_particles, "num_particles")
     if not callable(resampling):
@@ -490,18 +529,22 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
         init_particle, move, *rest = moves(context)
         temper = rest[0] if rest else None
         carry = fk.prior.order == 2
+        mcmc_fn, log_step0, move_cost = mcmc(context) if mcmc is not None else (None, None, 1)
         step = smc_step_fn(times=fk.prior.times, move=move, resampling=resampling, ess_threshold=ess_threshold,
                            resample_every=resample_every, weighted=weighted, carry_x0_prev=carry, temper=temper,
-                           target_ess=fk.target_ess or 0.5)
+                           target_ess=fk.target_ess or 0.5, mcmc=mcmc_fn, mcmc_every_step=mcmc_every_step)
         steps = fk.prior.steps
         per_call = fk.prior.model.nfe_per_call  # e.g. 2 under classifier-free guidance
         nfe = (1 + nfe_per_step * (steps - 1)) * per_call
-        vjp = 0 if vjp_per_step == 0 else (1 + vjp_per_step * (steps - 1)) * per_call
+        vjps = vjp_per_step(context) if callable(vjp_per_step) else vjp_per_step
+        vjp = 0 if vjps == 0 else (1 + vjps * (steps - 1)) * per_call
+        extra_params = None if mcmc_fn is None else {"log_step": jnp.asarray(log_step0, jnp.float32)}
         offset = 0.0 if log_z_offset is None else log_z_offset(context)
 
         def skeleton(rng_key):
             x_T = fk.prior.initial_noise(rng_key, num_particles)
-            return skeleton_state(x_T, init_particle, tempered=temper is not None, carry_x0_prev=carry)
+            return skeleton_state(x_T, init_particle, tempered=temper is not None, carry_x0_prev=carry,
+                                  update_parameters=extra_params)
 
         def init(rng_key):
             return step(init_key(rng_key), skeleton(rng_key))[0]
@@ -509,7 +552,8 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
         def output(rng_key, state, infos) -> SamplerOutput:
             draws, sample_stats, run_stats, particles = smc_output(
                 rng_key, state, infos, resampling=resampling, nfe=nfe, vjp=vjp, weighted=weighted,
-                tempered=temper is not None, site_log_probs=fk.site_log_probs, log_z_offset=offset)
+                tempered=temper is not None, site_log_probs=fk.site_log_probs, log_z_offset=offset,
+                moves=mcmc_fn is not None, move_cost=move_cost)
             run_stats.update(draw_checks(fk.prior.model, state.particles.x))
             k_sites = jax.random.fold_in(rng_key, 1)
             posterior = {fk.site: draws,
