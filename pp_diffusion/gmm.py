@@ -267,6 +267,27 @@ class GaussianMixture(eqx.Module):
         log_z = float(m + np.log(np.exp(log_terms - m).sum()))
         return GaussianMixture(np.exp(log_terms - m), mu + shift, C), log_z
 
+    def product(self, other: "GaussianMixture") -> tuple["GaussianMixture", float]:
+        """The normalised product p(x) q(x) / Z of this mixture and ``other``, and log Z = log int p q dx.
+        Component (i, j) is N(m_ij, P_ij) with P_ij = C_i (C_i + D_j)^-1 D_j, m_ij = D_j (C_i + D_j)^-1 mu_i +
+        C_i (C_i + D_j)^-1 nu_j and weight w_i v_j N(mu_i; nu_j, C_i + D_j), whose sum is Z."""
+        if not isinstance(other, GaussianMixture) or other.dim != self.dim:
+            raise ValueError(f"other must be a GaussianMixture in d = {self.dim}, got {other!r}")
+        w, mu, C = self._dense64()
+        v, nu, D = other._dense64()
+        S = C[:, None] + D[None, :]  # (K, L, d, d)
+        S_inv = np.linalg.inv(S)
+        P = np.einsum("kab,klbc,lcd->klad", C, S_inv, D)
+        m = (np.einsum("lab,klbc,kc->kla", D, S_inv, mu) + np.einsum("kab,klbc,lc->kla", C, S_inv, nu))
+        resid = mu[:, None] - nu[None, :]
+        _, logdet = np.linalg.slogdet(S)
+        log_n = -0.5 * (np.einsum("kla,klab,klb->kl", resid, S_inv, resid) + logdet + self.dim * np.log(2 * np.pi))
+        log_terms = (np.log(w)[:, None] + np.log(v)[None, :] + log_n).reshape(-1)
+        top = log_terms.max()
+        log_z = float(top + np.log(np.exp(log_terms - top).sum()))
+        P = 0.5 * (P + np.swapaxes(P, -1, -2))
+        return GaussianMixture(np.exp(log_terms - top), m.reshape(-1, self.dim), P.reshape(-1, self.dim, self.dim)), log_z
+
     def group_log_posterior(self, x, groups, alpha=1.0, sigma=0.0):
         """log p(c | x_t = x) for the Bayes classifier whose classes are groups of components: ``groups``
         is a length-K integer array of class labels, p(c | x_t) = sum_{k: groups_k = c} w_k p_t^k(x) / p_t(x).
