@@ -41,6 +41,7 @@ import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
+from pp_diffusion import _progress
 from pp_diffusion.program import check_conditionable, log_potential_fn, posterior_sites_fn
 from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int, draw_checks
 
@@ -119,7 +120,10 @@ def _setup_fn(init):
         shape = tuple(info.prior.event_shape)
         prior = info.prior
         if isinstance(init, str):
-            initial = lambda key: (jnp.reshape(prior.sample(key), -1), prior.nfe)
+            def initial(key):
+                # infer's progress bar counts reverse-chain steps: the starting draw's are not the run's
+                with _progress.tracing(False):
+                    return jnp.reshape(prior.sample(key), -1), prior.nfe
         elif callable(init):
             def initial(key):
                 x = jnp.asarray(init(key), jnp.float32)

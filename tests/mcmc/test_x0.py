@@ -209,7 +209,20 @@ def test_nonfinite_log_density_is_reported_and_warned():
         x = numpyro.sample("x", prior)
         numpyro.factor("f", jnp.log(x[0]))
 
+    start = lambda key: jnp.array([-1.0, 0.0]) + 0.0 * jax.random.normal(key, (2,))  # init as a function
     with pytest.warns(RuntimeWarning, match="log-density is NaN or infinite"):
-        idata = ppd.infer(program, ppd.mcmc.mala(20, 10, step_size=0.1, init=np.array([-1.0, 0.0])),
-                          jax.random.key(0), num_chains=2)
+        idata = ppd.infer(program, ppd.mcmc.mala(20, 10, step_size=0.1, init=start), jax.random.key(0),
+                          num_chains=2)
     assert np.all(idata.diagnostics.nonfinite_lp.values == 20)
+    assert np.all(idata.posterior.x.values == np.array([-1.0, 0.0]))
+    assert np.all(idata.diagnostics.init_nfe.values == 0)
+
+
+def test_divergences_are_warned():
+    from pp_diffusion._infer import _warn
+    from pp_diffusion.samplers import SamplerOutput
+
+    info = inspect_program(UNI_PROGRAM, as_data({"y": UNI_Y}))
+    out = SamplerOutput({}, {}, {"num_divergent": np.array([0, 3, 0])})
+    with pytest.warns(RuntimeWarning, match=r"mcmc.nuts: chains \[1\] have 3 divergent transitions"):
+        _warn(ppd.mcmc.nuts(10, 10), info, out)
