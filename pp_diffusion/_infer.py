@@ -139,6 +139,20 @@ def _warn(sampler, info, out) -> None:
             "uses the observation",
             RuntimeWarning, stacklevel=3,
         )
+    if "num_divergent" in stats and np.any(stats["num_divergent"]):
+        bad = np.flatnonzero(stats["num_divergent"]).tolist()
+        counts = stats["num_divergent"].reshape(-1)[bad]
+        warnings.warn(
+            f"{sampler.name}: chains {bad} have {', '.join(str(c) for c in counts)} divergent transitions after "
+            "warmup (sample_stats.diverging marks them, diagnostics.num_divergent counts them): the step size "
+            "cannot resolve part of the posterior and the draws may be biased; raise target_acceptance_rate",
+            RuntimeWarning, stacklevel=3)
+    if "nonfinite_lp" in stats and np.any(stats["nonfinite_lp"]):
+        bad = np.flatnonzero(stats["nonfinite_lp"]).tolist()
+        warnings.warn(
+            f"{sampler.name}: the log-density is NaN or infinite at draws of chains {bad} "
+            "(diagnostics.nonfinite_lp counts them, sample_stats.lp shows them): the model's log p_0 or a "
+            "site's log-probability is not finite there", RuntimeWarning, stacklevel=3)
     if "nonfinite_draws" in stats and np.any(stats["nonfinite_draws"]):
         bad = np.flatnonzero(stats["nonfinite_draws"]).tolist()
         warnings.warn(f"{sampler.name}: chains {bad} have non-finite draws (diagnostics.nonfinite_draws counts "
