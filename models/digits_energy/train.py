@@ -166,8 +166,8 @@ def train(args) -> None:
 
 
 def make_parser(name: str = "digits_energy", teacher: str = "digits", doc: str = __doc__):
-    parser = training.base_parser(doc, str(training.ZOO_DIR / name), steps=2800, batch_size=128, lr=5e-4,
-                                  warmup=100, chunk=25, eval_every=400)
+    parser = training.base_parser(doc, str(training.ZOO_DIR / name), steps=1800, batch_size=128, lr=5e-4,
+                                  warmup=100, chunk=25, eval_every=300)
     parser.add_argument("--teacher", default=teacher, help="the eps-prediction zoo model to distil")
     parser.add_argument("--init", choices=["teacher", "scratch"], default="teacher",
                         help="start the energy's U-Net from the teacher's weights or from scratch")
