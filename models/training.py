@@ -1,4 +1,4 @@
-"""What every zoo training script shares: the eps loss, its evaluation, the scanned Optax/EMA
+"""What every zoo training script shares: the eps loss (and the energy-distillation loss), its evaluation, the scanned Optax/EMA
 training loop, the command line, and the checkpoint writer.
 
 Imported by ``models/<name>/train.py`` (which put ``models/`` on ``sys.path``); not part of the
@@ -47,9 +47,43 @@ def eps_loss(network, schedule, x0, t, eps, labels=None):
     return jnp.mean(squared_errors(network, schedule, x0, t, eps, labels))
 
 
-def evaluate(network, schedule, data: np.ndarray, key, draws: int = 8, chunk: int = 512, labels=None) -> float:
+def energy_score(energy, x, t, labels=None):
+    """-grad_x E(x, t) of a batch (``energy(x, t)`` or ``energy(x, t, label)`` a scalar per image)."""
+    if labels is None:
+        return -jax.vmap(jax.grad(energy))(x, t)
+    return -jax.vmap(jax.grad(energy))(x, t, labels)
+
+
+def distill_errors(energy, schedule, x0, t, eps, labels=None, *, teacher):
+    """Per-sample conservative-projection (distillation) error of an energy network against an
+    eps-prediction ``teacher`` network, on x_t = alpha_t x0 + sigma_t eps, in eps units:
+
+        mean over pixels of || sigma_t (-grad_x E(x_t, t)) - sigma_t s_teacher(x_t, t) ||^2
+                          = || sigma_t grad_x E(x_t, t) - eps_teacher(x_t, t) ||^2,
+
+    i.e. the score residual weighted by sigma_t^2, which balances the noise levels (the teacher's
+    own eps loss has the same scale). ``eps`` only draws x_t: the target is the teacher's
+    prediction (its raw network output, without any clipping of xhat_0), not the noise."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    sigma = schedule.sigma(t).reshape(shape)
+    x_t = schedule.alpha(t).reshape(shape) * x0 + sigma * eps
+    target = jax.vmap(teacher)(x_t, t) if labels is None else jax.vmap(teacher)(x_t, t, labels)
+    pred = -sigma * energy_score(energy, x_t, t, labels)  # the energy's eps = -sigma * score
+    return jnp.mean((pred - jax.lax.stop_gradient(target)) ** 2, axis=tuple(range(1, x0.ndim)))
+
+
+def distill_loss(energy, schedule, x0, t, eps, labels=None, *, teacher):
+    """The mean of :func:`distill_errors` over a batch."""
+    return jnp.mean(distill_errors(energy, schedule, x0, t, eps, labels, teacher=teacher))
+
+
+def evaluate(network, schedule, data: np.ndarray, key, draws: int = 8, chunk: int = 512, labels=None,
+             errors=squared_errors) -> float:
     """The eps loss averaged over every data point with ``draws`` stratified times t = (k + u) / draws
-    each (given ``labels``, of the class-conditional network at those labels)."""
+    each (given ``labels``, of the class-conditional network at those labels). ``errors`` is the
+    per-sample error ``errors(network, schedule, x0, t, eps[, labels])``: by default the eps error
+    (:func:`squared_errors`); the distillation error with
+    ``functools.partial(distill_errors, teacher=...)``."""
     n = data.shape[0]
     k_t, k_eps = jax.random.split(key)
     strata = (jnp.arange(draws)[None, :] + jax.random.uniform(k_t, (n, draws))) / draws
@@ -57,7 +91,7 @@ def evaluate(network, schedule, data: np.ndarray, key, draws: int = 8, chunk: in
     t = strata.reshape(-1)
     eps = jax.random.normal(k_eps, x0.shape)
     arrays = (x0, t, eps) if labels is None else (x0, t, eps, jnp.repeat(jnp.asarray(labels, jnp.int32), draws))
-    per_sample = eqx.filter_jit(lambda net, *a: squared_errors(net, schedule, *a))
+    per_sample = eqx.filter_jit(lambda net, *a: errors(net, schedule, *a))
 
     total = x0.shape[0]
     pad = (-total) % chunk

@@ -39,7 +39,7 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.eqx"
 WEIGHTS_FORMAT = "equinox.tree_serialise_leaves (numpy .npy records, no pickle)"
 
-NETWORKS = {"UNet": networks.UNet, "ResidualMLP": networks.ResidualMLP, "Classifier": networks.Classifier}
+NETWORKS = {"UNet": networks.UNet, "EnergyUNet": networks.EnergyUNet, "ResidualMLP": networks.ResidualMLP, "Classifier": networks.Classifier}
 _FUNCTION = "FunctionNetwork"
 SCHEDULES = {
     "VPCosine": schedules.VPCosine,

@@ -27,7 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-__all__ = ["sinusoidal_embedding", "TimeEmbedding", "Conv2d", "GroupNorm", "ResBlock", "UNet", "ResidualMLP",
+__all__ = ["sinusoidal_embedding", "TimeEmbedding", "Conv2d", "GroupNorm", "ResBlock", "UNet", "EnergyUNet", "ResidualMLP",
            "Classifier", "FunctionNetwork", "from_function", "num_parameters"]
 
 
@@ -293,6 +293,59 @@ class UNet(eqx.Module):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=0), 2, axis=1)
                 h = self.upsample[level](h)
         return self.conv_out(jax.nn.silu(self.norm_out(h)))[:, :, 0]
+
+
+class EnergyUNet(eqx.Module):
+    """A scalar energy E(x, t) built on a :class:`UNet`, for ``DiffusionModel(..., "energy", ...)``
+    (score ``-grad_x E``).
+
+    The form is that of Salimans & Ho (2021, "Should EBMs model the energy or the score?") and Du et
+    al. (2023, "Reduce, Reuse, Recycle"),
+
+        E(x, t) = ||x - f(x, t)||^2 / (2 sigma_t^2),
+
+    with the denoiser written in the eps-preconditioning of an eps-prediction network,
+    f(x, t) = x - sigma_t u(x, t) (= alpha_t xhat_0 when u is a noise prediction), where u is the
+    U-Net. The noise levels cancel:
+
+        E(x, t) = ||u(x, t)||^2 / 2,    -grad_x E = -J_u(x, t)^T u(x, t),
+
+    so the network needs no schedule, and ``u`` lives in eps units, as a teacher's eps network
+    does: a distilled energy can start from the teacher's weights. That start is close at both ends
+    of the noise range (at high noise u ~ x and J_u ~ I, so sigma_t (-grad E) ~ -x ~ -eps; at low
+    noise J_u ~ P / sigma_t, the projection onto the normals of the data manifold, along which eps
+    lies), which is why this variant is used for the zoo's energy models rather than
+    ``||x - f||^2 / (2 sigma_t^2)`` with f a free output (whose start, f = 0, is a point mass at 0).
+
+    Parameters are those of :class:`UNet`; with ``num_classes`` set, ``network(x, t, label)`` is the
+    energy of class ``label`` and label ``num_classes`` (the default) the null class of
+    classifier-free guidance. The output is a scalar (shape ``()``), one unbatched image in.
+    """
+
+    unet: UNet
+
+    def __init__(self, size: int = 8, channels: int = 32, channel_mult=(1, 2, 2), blocks: int = 2,
+                 emb_dim: int = 128, num_classes: int | None = None, *, key):
+        self.unet = UNet(size, channels, channel_mult, blocks, emb_dim, num_classes, key=key)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes of a class-conditional energy (``None``: unconditional)."""
+        return self.unet.num_classes
+
+    def config(self) -> dict:
+        """The constructor's hyper-parameters (those of the U-Net; JSON-serialisable)."""
+        return self.unet.config()
+
+    @classmethod
+    def from_unet(cls, unet: UNet) -> "EnergyUNet":
+        """The energy ``||unet(x, t)||^2 / 2`` over the (e.g. trained, eps-prediction) ``unet``'s weights."""
+        skeleton = eqx.filter_eval_shape(lambda: cls(**unet.config(), key=jax.random.key(0)))
+        return eqx.tree_at(lambda e: e.unet, skeleton, unet)
+
+    def __call__(self, x, t, label=None):
+        u = self.unet(x, t, label)
+        return 0.5 * jnp.sum(u * u)
 
 
 class ResidualMLP(eqx.Module):

@@ -1,7 +1,8 @@
-"""Quality figures of the shipped ``digits`` model: Frechet distance in a classifier's feature space and a memorisation check.
+"""Quality figures of the shipped ``digits`` model (or another unconditional digits zoo model): Frechet distance in a classifier's feature space and a memorisation check.
 
     python models/digits/quality.py                    # 1,437 draws, DDPM with 100 steps, seed 0
     python models/digits/quality.py --steps 200 --seed 1
+    python models/digits/quality.py --model digits_energy --seed 0   # the distilled energy model, same figures
 
 Draws ``--num`` images (default 1,437, the size of the training split, so that the Frechet
 distances below compare sets of equal sizes: the statistic is biased upwards for finite sets) with
@@ -49,6 +50,9 @@ def predicted_classes(classifier, x) -> np.ndarray:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="digits",
+                        help="the zoo model to sample (default digits; e.g. digits_energy; a class-conditional "
+                             "model samples its null class)")
     parser.add_argument("--num", type=int, default=1437, help="number of draws (default: the training-set size)")
     parser.add_argument("--steps", type=int, default=100, help="reverse-chain steps")
     parser.add_argument("--eta", type=float, default=1.0, help="1: DDPM ancestral, 0: DDIM")
@@ -61,11 +65,11 @@ def main(argv=None):
 
     data = ppd.zoo.digits_data()
     classifier = ppd.zoo.load_classifier("digits_classifier")
-    prior = ppd.DiffusionPrior(ppd.zoo.load("digits"), steps=args.steps, eta=args.eta)
+    prior = ppd.DiffusionPrior(ppd.zoo.load(args.model), steps=args.steps, eta=args.eta)
     start = time.perf_counter()
     x = np.asarray(jax.jit(lambda k: prior.sample(k, (args.num,)))(jax.random.key(args.seed)))
     seconds = time.perf_counter() - start
-    print(f"{args.num} draws from 'digits', {args.steps} steps (eta={args.eta:g}, seed {args.seed}) in "
+    print(f"{args.num} draws from {args.model!r}, {args.steps} steps (eta={args.eta:g}, seed {args.seed}) in "
           f"{seconds:.0f} s; pixel range [{x.min():.2f}, {x.max():.2f}]")
 
     f_draws, f_train, f_test = (features(classifier, a) for a in (x, data.x_train, data.x_test))

@@ -1,0 +1,83 @@
+"""The distilled energy models of the zoo (``digits_energy``): they load as energy-parameterised
+DiffusionModels with their checksum checked, the energy is a scalar whose negative gradient is the
+model's score, and the energy's score stays as close to the teacher's as its model card says."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pp_diffusion as ppd
+from pp_diffusion import networks, schedules, zoo
+
+NAME = "digits_energy"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo.load(NAME)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return zoo.digits_data()
+
+
+def test_loads_as_an_energy_model_with_the_teachers_settings(model):
+    card, teacher = zoo.card(NAME), zoo.card(card_teacher := zoo.card(NAME)["teacher"]["name"])
+    assert card_teacher == "digits"
+    assert isinstance(model, ppd.DiffusionModel) and model.name == NAME
+    assert model.parameterization == "energy"
+    assert isinstance(model.network, networks.EnergyUNet) and model.network.num_classes is None
+    assert isinstance(model.schedule, schedules.VPCosine)
+    assert card["schedule"] == teacher["schedule"] and card["network"]["config"] == teacher["network"]["config"]
+    assert model.data_var == teacher["data_var"] and model.t_start == teacher["t_start"] == 0.95
+    assert model.data_range == tuple(teacher["data_range"]) == (-1.0, 1.0)
+    assert card["num_parameters"] == networks.num_parameters(model.network)
+    # the network is rebuilt from model.json alone
+    assert zoo.build_network(card["network"], jax.random.key(1)).config() == model.network.config()
+
+
+def test_a_corrupted_checkpoint_fails_its_checksum(tmp_path, monkeypatch):
+    shutil.copytree(zoo._ZOO_DIR / NAME, tmp_path / NAME)
+    monkeypatch.setattr(zoo, "_ZOO_DIR", tmp_path)
+    weights = tmp_path / NAME / "weights.eqx"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(zoo.ChecksumError, match="checksum mismatch"):
+        zoo.load(NAME)
+
+
+def test_energy_is_a_scalar_and_its_negative_gradient_is_the_score(model, data):
+    x0 = jnp.asarray(data.x_test[:8])
+    t = 0.6
+    sched = model.schedule
+    x = sched.alpha(t) * x0 + sched.sigma(t) * jax.random.normal(jax.random.key(0), x0.shape)
+    assert model.energy(x[0], t).shape == ()
+    minus_grad = jax.jit(jax.vmap(lambda y: -jax.grad(model.energy)(y, t)))(x)
+    unclipped = ppd.DiffusionModel(model.network, "energy", sched, model.event_shape)
+    np.testing.assert_allclose(minus_grad, jax.vmap(lambda y: unclipped.score(y, t))(x), rtol=1e-5, atol=1e-5)
+    # the shipped model clips xhat_0 to [-1, 1]; where no pixel needs clipping its score is -grad E
+    x0_hat = jax.vmap(lambda y: unclipped.denoise(y, t))(x)
+    inside = np.asarray(jnp.all(jnp.abs(x0_hat) <= 1.0, axis=(1, 2)))
+    assert inside.any()
+    score = jax.vmap(lambda y: model.score(y, t))(x)
+    np.testing.assert_allclose(score[inside], minus_grad[inside], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("t", [0.2, 0.8])
+def test_the_energys_score_is_as_close_to_the_teachers_as_the_card_says(model, data, t):
+    teacher = zoo.load("digits")
+    card_gap = zoo.card(NAME)["evaluation"]["relative_gap"][f"{t:g}"]
+    x0 = jnp.asarray(data.x_test[::12])  # 30 test images
+    sched = model.schedule
+    sigma = sched.sigma(t)
+    x = sched.alpha(t) * x0 + sigma * jax.random.normal(jax.random.key(1), x0.shape)
+    s_teacher = -jax.vmap(lambda y: teacher.network(y, t))(x) / sigma
+    s_energy = jax.vmap(lambda y: -jax.grad(model.energy)(y, t))(x)
+    gap = float(jnp.linalg.norm(s_energy - s_teacher) / jnp.linalg.norm(s_teacher))
+    # the teacher-weights start of the energy is at 0.30 (t = 0.2) and 0.11 (t = 0.8)
+    assert gap < 1.25 * card_gap + 0.01, (t, gap, card_gap)
