@@ -65,6 +65,13 @@ class EnergyPrior(DiffusionPrior):
         net = self.model.network
         return tuple(zip(net.models, net.betas))
 
+    @property
+    def initial_std(self):
+        """sigma_T / sqrt(B), B = sum_k beta_k: where every p^k_T is about N(0, sigma_T^2 I), gamma_T is about
+        N(0, sigma_T^2 / B I), so the chain (and :func:`pp_diffusion.smc.energy`'s weights) start there. From
+        N(0, sigma_T^2 I) instead, the initial weights of p^2 in d = 64 would have a log-variance of d / 2 = 32."""
+        return self.model.schedule.sigma(self.times[0]) / np.sqrt(sum(self.model.network.betas))
+
     def log_prob(self, value):
         raise NotImplementedError(
             "an EnergyPrior's density gamma_0 is known only up to its normaliser: sample it with "
@@ -120,6 +127,9 @@ def _combine(priors: list[tuple[DiffusionPrior, float, str]], name: str) -> Ener
                              "steps): build them with the same steps and grid")
         if prior.eta != first.eta:
             raise ValueError(f"{arg} has eta={prior.eta}, {first_arg} eta={first.eta}: composed priors share eta")
+    if not sum(betas) > 0:
+        raise ValueError(f"the exponents must have a positive sum (gamma_t must be normalisable at high noise), got "
+                         f"{[float(b) for b in betas]}")
     network = EnergySum(tuple(models), tuple(float(b) for b in betas))
     combined = DiffusionModel(network, "energy", first.model.schedule, first.model.event_shape, name=name,
                               data_var=first.model.data_var, t_start=first.model.t_start)

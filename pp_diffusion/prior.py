@@ -118,10 +118,14 @@ class DiffusionPrior(dist.Distribution):
         """Network evaluations per sample."""
         return self.steps * self.integrator.nfe_per_step * self.model.nfe_per_call
 
+    @property
+    def initial_std(self):
+        """The standard deviation of x_T: sigma at the grid's first time."""
+        return self.model.schedule.sigma(self.times[0])
+
     def initial_noise(self, rng_key, num_samples: int):
-        """x_T ~ N(0, sigma_1^2 I), shape ``(num_samples, *event_shape)``."""
-        sigma_T = self.model.schedule.sigma(self.times[0])
-        return sigma_T * jax.random.normal(rng_key, (num_samples, *self.event_shape))
+        """x_T ~ N(0, initial_std^2 I), shape ``(num_samples, *event_shape)``."""
+        return self.initial_std * jax.random.normal(rng_key, (num_samples, *self.event_shape))
 
     def sample(self, key, sample_shape=()):
         num = math.prod(sample_shape)
@@ -166,7 +170,7 @@ class DiffusionPrior(dist.Distribution):
             return state, None, None
 
         def program():
-            sigma_T = model.schedule.sigma(times[0])
+            sigma_T = self.initial_std
             x_T = numpyro.sample("x_T", dist.Normal(jnp.zeros(self.event_shape), sigma_T).to_event(event_dims))
 
             def body(state, ts):

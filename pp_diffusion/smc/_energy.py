@@ -3,7 +3,8 @@
 The program's diffusion site has an energy E_t (one model with an energy, or an
 :class:`~pp_diffusion.energy.EnergyPrior`: products, tempering, guidance), which defines targets
 gamma_t(x) = exp(-E_t(x)) on the time grid t_N > ... > t_0 = 0. Particles start from
-pi_N = N(0, sigma_N^2 I) with weight gamma_N / pi_N, move by the reverse DDPM-family kernel of the
+pi_N = N(0, sigma_N^2 I) (sigma_N = ``prior.initial_std``: sigma_T / sqrt(sum_k beta_k) for an energy prior)
+with weight gamma_N / pi_N, move by the reverse DDPM-family kernel of the
 energy's own score, M(x_s | x_t) = N(m(x_t), c^2 I) (shifted by k_t grad log h_t when the program
 observes something, as in TDS), and are weighted with the forward noising kernel
 q(x_t | x_s) = N(alpha_t/alpha_s x_s, (sigma_t^2 - alpha_t^2/alpha_s^2 sigma_s^2) I) as backward kernel:
@@ -106,7 +107,7 @@ def energy_moves(fk: FeynmanKacModel):
         z = jnp.zeros(())
         return Particle(x_T, jnp.zeros_like(x_T), z, jnp.zeros_like(x_T), z, z, z)
 
-    sigma_N = schedule.sigma(prior.times[0])
+    sigma_N = prior.initial_std  # x_T ~ N(0, sigma_N^2 I)
 
     def move(rng_key, p: Particle, t, s, index, final: bool):
         if final:

@@ -20,21 +20,14 @@ import xarray as xr
 import pp_diffusion as ppd
 from pp_diffusion.mcmc._x0 import log_density_fn
 from pp_diffusion.program import as_data, inspect_program
+from smc._problems import dense_program  # tests/smc's program builder (tests/ is on the path)
 
 SCHEDULE = ppd.schedules.ddpm_linear()
 
 
 def _program(mixture, A, sigma, steps=20, model=None):
     """x ~ DiffusionPrior(mixture's exact eps model); y ~ Normal(A x, sigma)."""
-    model = mixture.diffusion_model(SCHEDULE, "eps") if model is None else model
-    prior = ppd.DiffusionPrior(model, steps=steps)
-    op = ppd.operators.Dense(A)
-
-    def program(y=None):
-        x = numpyro.sample("x", prior)
-        numpyro.sample("y", dist.Normal(op(x), sigma), obs=y)
-
-    return program
+    return dense_program(A, sigma, steps, mixture.diffusion_model(SCHEDULE, "eps") if model is None else model)
 
 
 def _moments(mixture):
