@@ -156,7 +156,22 @@ def _check_diagnostics(checks):
 
 
 # notebook -> (name of a JSON-serialisable dict the notebook leaves behind, function asserting on it)
+def _check_energy_composition(checks):
+    """Figures energy_composition.ipynb computes against the exact answers.
+
+    Measured (2 x 1,024 particles, MALA(2) after every step, 100 steps): product log Z error 0.05 nat, sliced
+    distance 0.055 against 0.22 for the summed-score chain; p^3: 0.16 nat, 0.054 against 0.097; NUTS R-hat 1.69
+    on two modes 12 sd apart (8 chains, 4 in each), while twisted SMC's mode share is 0.601 for the exact 0.6."""
+    assert checks["product_log_z_err"] < 0.3 and checks["cold_log_z_err"] < 0.3, checks
+    assert checks["product_dist_smc"] < 0.5 * checks["product_dist_heuristic"], checks
+    assert checks["cold_dist_smc"] < 0.7 * checks["cold_dist_heuristic"], checks
+    assert checks["nuts_rhat_x0"] > 1.1, checks
+    assert checks["smc_mode_err"] < 0.06, checks
+    assert checks["digits_finite"] is True
+
+
 NOTEBOOK_CHECKS = {"diagnostics.ipynb": ("checks", _check_diagnostics),
+                   "energy_composition.ipynb": ("checks", _check_energy_composition),
                    "inverse_problems.ipynb": ("checks", _check_inverse_problems),
                    "your_own_model.ipynb": ("checks", _check_your_own_model),
                    "rewards_and_classifiers.ipynb": ("checks", _check_rewards_and_classifiers)}
