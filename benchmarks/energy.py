@@ -84,6 +84,30 @@ def smc_draws(energy_prior, key, particles, chains):
     return draws, extra, seconds
 
 
+def compile_times() -> None:
+    """First call (trace, compile, run) and second call of ``infer`` against the number of steps: flat when the
+    step body is compiled once."""
+    schedule = ppd.schedules.ddpm_linear()
+    a = ppd.GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [0.5, 0.5])
+    b = ppd.GaussianMixture([0.3, 0.7], [[0.0, -1.0], [2.0, 1.0]], [1.0, 0.6])
+    rows = []
+    for steps in (25, 100, 400):
+        both = ppd.product(ppd.DiffusionPrior(a.diffusion_model(schedule), steps=steps),
+                           ppd.DiffusionPrior(b.diffusion_model(schedule), steps=steps))
+
+        def program():
+            numpyro.sample("x", both)
+
+        sampler = ppd.smc.energy(64, move=ppd.mcmc.mala_move(1), move_every_step=True)
+        times = []
+        for seed in (0, 1):
+            start = time.perf_counter()
+            ppd.infer(program, sampler, jax.random.key(seed), progress_bar=False)
+            times.append(time.perf_counter() - start)
+        rows.append([str(steps), f"{times[0]:.1f}", f"{times[1]:.2f}"])
+    print_table(["steps", "first call (s)", "second call (s)"], rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -95,7 +119,12 @@ def main(argv=None) -> None:
     parser.add_argument("--guided-class", type=int, default=3)
     parser.add_argument("--w", type=float, nargs="+", default=[2.0, 4.0])
     parser.add_argument("--and-classes", type=int, nargs=2, default=[1, 7])
+    parser.add_argument("--compile", action="store_true",
+                        help="only print the first-call time of smc.energy with MALA moves against the number of "
+                             "steps (the product of two 2-D mixtures, 64 particles)")
     args = parser.parse_args(argv)
+    if args.compile:
+        return compile_times()
 
     model = ppd.zoo.load("digits_energy")
     prior = ppd.DiffusionPrior(model, steps=args.steps)
