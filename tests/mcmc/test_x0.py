@@ -123,6 +123,7 @@ BI_WEIGHT = float(BI.posterior(BI_A, BI_Y, BI_SIGMA**2).weights[1])  # the mode 
 BI_PROGRAM = _program(BI, BI_A, BI_SIGMA, steps=100)
 
 
+@pytest.mark.slow  # notebooks/energy_composition.ipynb shows the same in the default suite
 def test_bimodal_nuts_chains_stick_and_rhat_shows_it():
     """8 chains from prior draws each stay in the mode they start in (measured: 5 right, 3 left): the
     pooled draws weight the modes by where chains started, and R-hat of x_1 is large (1.64)."""
@@ -132,6 +133,7 @@ def test_bimodal_nuts_chains_stick_and_rhat_shows_it():
     assert az.rhat(idata)["x"].values[0] > 1.1
 
 
+@pytest.mark.slow
 def test_bimodal_smc_matches_exact_mode_weights():
     """Twisted SMC over the reverse chain puts the exact mass on each mode: measured 0.563 (4 chains of
     2000 particles, between-chain sd 0.002) and 0.573 (key 1) against the exact 0.559. The tolerance is
