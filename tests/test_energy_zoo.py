@@ -1,4 +1,4 @@
-"""The distilled energy models of the zoo (``digits_energy``): they load as energy-parameterised
+"""The distilled energy models of the zoo (``digits_energy``, ``digits_conditional_energy``): they load as energy-parameterised
 DiffusionModels with their checksum checked, the energy is a scalar whose negative gradient is the
 model's score, and the energy's score stays as close to the teacher's as its model card says."""
 
@@ -56,10 +56,11 @@ def test_energy_is_a_scalar_and_its_negative_gradient_is_the_score(model, data):
     t = 0.6
     sched = model.schedule
     x = sched.alpha(t) * x0 + sched.sigma(t) * jax.random.normal(jax.random.key(0), x0.shape)
-    assert jax.eval_shape(lambda y: model.energy(y, t), x[0]).shape == ()
+    assert jax.eval_shape(model.energy, x[0], t).shape == ()
     unclipped = ppd.DiffusionModel(model.network, "energy", sched, model.event_shape)
-    both = jax.jit(jax.vmap(lambda y: (-jax.grad(model.energy)(y, t), unclipped.score(y, t), model.score(y, t))))
-    minus_grad, raw_score, score = both(x)  # one compilation
+    # one compiled function for the three (eager evaluation of a U-Net's gradient is slow)
+    minus_grad, raw_score, score = jax.jit(jax.vmap(lambda y: (-jax.grad(model.energy)(y, t), unclipped.score(y, t),
+                                                              model.score(y, t))))(x)
     np.testing.assert_allclose(minus_grad, raw_score, rtol=1e-5, atol=1e-5)
     # the shipped model clips xhat_0 = (x + sigma^2 (-grad E)) / alpha to [-1, 1] and takes its score from that
     alpha, sigma = sched.alpha(t), sched.sigma(t)
@@ -67,20 +68,44 @@ def test_energy_is_a_scalar_and_its_negative_gradient_is_the_score(model, data):
     np.testing.assert_allclose(score, (alpha * x0_hat - x) / sigma ** 2, rtol=1e-4, atol=1e-3)
 
 
-def test_the_energys_score_is_as_close_to_the_teachers_as_the_card_says(model, data):
-    teacher = zoo.load("digits")
+@pytest.mark.parametrize("name", [NAME, "digits_conditional_energy"])
+def test_the_energys_score_is_as_close_to_the_teachers_as_the_card_says(name, data):
+    """On 30 noised test images (the null class for the conditional model), not the 360 x 3 draws of the card;
+    one compilation for both times."""
+    model = zoo.load(name)
+    card = zoo.card(name)
+    teacher = zoo.load(card["teacher"]["name"])
+    x0 = jnp.asarray(data.x_test[::12])
     sched = model.schedule
-    x0 = jnp.asarray(data.x_test[::12])  # 30 test images
 
     @jax.jit
-    def gap(t):  # one compilation for both times
+    def gap(t):
         sigma = sched.sigma(t)
         x = sched.alpha(t) * x0 + sigma * jax.random.normal(jax.random.key(1), x0.shape)
-        s_teacher = -jax.vmap(lambda y: teacher.network(y, t))(x) / sigma
-        s_energy = jax.vmap(lambda y: -jax.grad(model.energy)(y, t))(x)
+        s_teacher, s_energy = jax.vmap(lambda y: (-teacher.network(y, t) / sigma, -jax.grad(model.energy)(y, t)))(x)
         return jnp.linalg.norm(s_energy - s_teacher) / jnp.linalg.norm(s_teacher)
 
     for t in (0.2, 0.8):
-        card_gap = zoo.card(NAME)["evaluation"]["relative_gap"][f"{t:g}"]
+        card_gap = card["evaluation"]["relative_gap"][f"{t:g}"]
         # the teacher-weights start of the energy is at 0.30 (t = 0.2) and 0.11 (t = 0.8)
-        assert float(gap(t)) < 1.25 * card_gap + 0.01, (t, float(gap(t)), card_gap)
+        assert float(gap(t)) < 1.25 * card_gap + 0.01, (name, t, float(gap(t)), card_gap)
+
+
+@pytest.mark.slow  # 5 U-Net graphs in one compilation
+def test_the_conditional_energy_has_a_null_class_and_guides():
+    name = "digits_conditional_energy"
+    model, card = zoo.load(name), zoo.card(name)
+    assert model.parameterization == "energy" and card["teacher"]["name"] == "digits_conditional"
+    assert model.network.num_classes == 10 and card["conditioning"] == zoo.card("digits_conditional")["conditioning"]
+    x, t = jnp.asarray(zoo.digits_data().x_test[3]), 0.5
+    net = model.network
+    guided = ppd.guidance.classifier_free(model, label=3, scale=2.0)
+    manual = lambda y: net(y, t) + 2.0 * (net(y, t, 3) - net(y, t))
+    unclipped = ppd.DiffusionModel(guided.network, "energy", model.schedule, model.event_shape)
+    e3, e_null, e10, e_guided, e_manual, s_guided, s_manual = jax.jit(lambda y: (
+        net(y, t, 3), net(y, t), net(y, t, 10), guided.energy(y, t), manual(y), unclipped.score(y, t),
+        -jax.grad(manual)(y)))(x)
+    assert e3.shape == () and float(e_null) == float(e10) and float(e3) != float(e_null)
+    # classifier-free guidance of an energy: the guided energy is E_null + w (E_c - E_null), its score -grad of it
+    np.testing.assert_allclose(e_guided, e_manual, rtol=1e-5)
+    np.testing.assert_allclose(s_guided, s_manual, rtol=1e-4, atol=1e-4)
