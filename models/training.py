@@ -28,6 +28,18 @@ from pp_diffusion import _model_io, zoo
 ZOO_DIR = Path(pp_diffusion.__file__).resolve().parent / "_zoo"
 
 
+def load_script(relative: str):
+    """Another zoo training script as a module, e.g. ``load_script("digits/train.py")`` (a script that
+    extends another one: the class-conditional and energy variants)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / relative
+    spec = importlib.util.spec_from_file_location(path.parent.name + "_" + path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --------------------------------------------------------------------------- loss
 
 

@@ -19,19 +19,14 @@ Output (default ``pp_diffusion/_zoo/digits_conditional/``): ``weights.eqx`` and 
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 
-def _digits_train():
-    path = Path(__file__).resolve().parents[1] / "digits" / "train.py"
-    spec = importlib.util.spec_from_file_location("digits_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import training  # noqa: E402  (models/training.py)
 
-
-digits_train = _digits_train()
+digits_train = training.load_script("digits/train.py")
 
 
 def main(argv=None):

@@ -13,19 +13,14 @@ the null class; the losses are at the true labels and at the null class.
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 
-def _energy_train():
-    path = Path(__file__).resolve().parents[1] / "digits_energy" / "train.py"
-    spec = importlib.util.spec_from_file_location("digits_energy_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import training  # noqa: E402  (models/training.py)
 
-
-energy_train = _energy_train()
+energy_train = training.load_script("digits_energy/train.py")
 
 
 def main(argv=None):
