@@ -119,6 +119,8 @@ def main(argv=None) -> None:
     parser.add_argument("--guided-class", type=int, default=3)
     parser.add_argument("--w", type=float, nargs="+", default=[2.0, 4.0])
     parser.add_argument("--and-classes", type=int, nargs=2, default=[1, 7])
+    parser.add_argument("--conditional-only", action="store_true",
+                        help="only the guidance and composition tables of digits_conditional_energy")
     parser.add_argument("--compile", action="store_true",
                         help="only print the first-call time of smc.energy with MALA moves against the number of "
                              "steps (the product of two 2-D mixtures, 64 particles)")
@@ -141,6 +143,8 @@ def main(argv=None) -> None:
         fd = ppd.metrics.frechet_distance(np.asarray(features(jnp.asarray(draws))), test_features)
         return conf, fd, mean_pairwise_distance(draws)
 
+    if args.conditional_only:
+        return conditional_tables(args, features, probabilities, data, num)
     rows = []
 
     def chain_row(label, beta, energy_prior, steps):
