@@ -71,8 +71,15 @@ def energy_moves(fk: FeynmanKacModel):
     potential = fk.potential
     shape = model.event_shape
 
-    def twist(y, t, x0):
+    # The twist looks ahead through the Tweedie estimate of the score divided by B = sum_k beta_k: for p^beta
+    # that is p's own denoiser. The composed score's Tweedie estimate (x + sigma^2 B s) / alpha diverges at high
+    # noise for B != 1 (about -x / alpha for p^2), and a twist of it sends the particles to infinity; the
+    # proposal keeps the composed estimate, whose divergence cancels in the DDPM mean.
+    total_beta = sum(model.network.betas) if isinstance(model.network, EnergySum) else 1.0
+
+    def twist(y, t, score):
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        x0 = tweedie(y, score / total_beta, alpha, sigma)
         value = potential.log_h(y, x0, t, alpha, sigma)
         if potential.lookahead is not None:  # tempered sites: the plain look-ahead, log G(xhat_0(x_t))
             value = value + potential.lookahead(x0)
@@ -85,7 +92,7 @@ def energy_moves(fk: FeynmanKacModel):
         def parts(y):
             e, score = model.energy_and_score(y, t)
             x0 = tweedie(y, score, alpha, sigma)
-            return (twist(y, t, x0) if observed else jnp.zeros(())), (e, x0)
+            return (twist(y, t, score) if observed else jnp.zeros(())), (e, x0)
 
         if observed:
             (log_h, (e, x0)), grad = jax.value_and_grad(parts, has_aux=True)(x)
@@ -97,11 +104,10 @@ def energy_moves(fk: FeynmanKacModel):
 
     def log_target(x, t):
         """log gamma_t(x) + log h_t(x), the MCMC moves' target."""
-        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         if not observed:
             return -model.energy(x, t)
         e, score = model.energy_and_score(x, t)
-        return twist(x, t, tweedie(x, score, alpha, sigma)) - e
+        return twist(x, t, score) - e
 
     def init_particle(x_T):
         z = jnp.zeros(())
