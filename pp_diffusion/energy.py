@@ -36,6 +36,12 @@ from pp_diffusion.prior import DiffusionPrior
 __all__ = ["EnergyPrior", "EnergySum", "product", "compose", "temper", "guided"]
 
 
+def has_exact_energy(model: DiffusionModel) -> bool:
+    """Whether ``model.energy`` is an exact log density down to t = 0 (an exact data distribution, not an energy
+    network, which is undefined at sigma = 0)."""
+    return model.parameterization != "energy" and hasattr(model.data_distribution, "log_prob")
+
+
 class EnergySum(eqx.Module):
     """The network of a composed model: ``network(x, t) = sum_k betas[k] * models[k].energy(x, t)``."""
 
@@ -49,7 +55,7 @@ class EnergySum(eqx.Module):
     @property
     def clean_energy(self) -> bool:
         """Whether every component has an exact data density, so that E_0 (t = 0) is finite."""
-        return all(hasattr(m.data_distribution, "log_prob") for m in self.models)
+        return all(has_exact_energy(m) for m in self.models)
 
     def __call__(self, x, t):
         return sum(b * m.energy(x, t) for m, b in zip(self.models, self.betas))

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pp_diffusion.energy import EnergySum
+from pp_diffusion.energy import EnergySum, has_exact_energy
 from pp_diffusion.integrators._ddim import coefficients, kernel_moments
 from pp_diffusion.mcmc._moves import Move, MoveState, apply_move
 from pp_diffusion.parameterization import tweedie
@@ -59,7 +59,7 @@ def clean_energy(model) -> bool:
     """Whether the model's energy is an exact log density down to t = 0."""
     if isinstance(model.network, EnergySum):
         return model.network.clean_energy
-    return model.parameterization != "energy" and hasattr(model.data_distribution, "log_prob")
+    return has_exact_energy(model)
 
 
 def energy_moves(fk: FeynmanKacModel):
