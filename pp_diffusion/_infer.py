@@ -153,6 +153,13 @@ def _warn(sampler, info, out) -> None:
             f"{sampler.name}: the log-density is NaN or infinite at draws of chains {bad} "
             "(diagnostics.nonfinite_lp counts them, sample_stats.lp shows them): the model's log p_0 or a "
             "site's log-probability is not finite there", RuntimeWarning, stacklevel=3)
+    if "nan_leaves" in stats and np.any(stats["nan_leaves"]):
+        bad = np.flatnonzero(stats["nan_leaves"]).tolist()
+        counts = stats["nan_leaves"].reshape(-1)[bad]
+        warnings.warn(
+            f"{sampler.name}: log G was NaN at {', '.join(str(c) for c in counts)} leaves of the trees of chains {bad} "
+            "(diagnostics.nan_leaves counts them): they got value -inf and the search went on; the program's "
+            "likelihood or factor is NaN there", RuntimeWarning, stacklevel=3)
     if "nonfinite_draws" in stats and np.any(stats["nonfinite_draws"]):
         bad = np.flatnonzero(stats["nonfinite_draws"]).tolist()
         warnings.warn(f"{sampler.name}: chains {bad} have non-finite draws (diagnostics.nonfinite_draws counts "

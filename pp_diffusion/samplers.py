@@ -75,6 +75,8 @@ class Sampler(NamedTuple):
     kernel
         For SMC samplers, ``kernel(context) -> SMCKernel`` (``pp_diffusion.smc.SMCKernel``: ``init`` /
         ``step`` / ``output`` over the weighted particle system); None otherwise.
+    tree
+        For tree samplers (:mod:`pp_diffusion.tree`), their settings; None otherwise.
     """
 
     name: str
@@ -86,6 +88,7 @@ class Sampler(NamedTuple):
     twists: Callable | None = None
     draws_from: str = "posterior"
     kernel: Callable | None = None
+    tree: Any = None
 
 
 SUPPORT_SDS = 10.0

@@ -1,0 +1,163 @@
+"""The search tree as fixed-shape arrays (in the manner of mctx's ``Tree``), and its soft values.
+
+A tree over the reverse chain branches at ``K`` step indices b_0 = 0 < b_1 < ... < b_{K-1} of a
+chain of S steps. Node levels: 0 is the root (the start of the chain: its children marginalise over
+x_T), level l in 1..K-1 holds the integrator state after b_l steps, and level K holds the leaves,
+x_0. Every node is a slot of preallocated arrays with a parent index; there is no children array
+(at the root progressive widening admits thousands of children), so a node's children are found by
+``parent == node``, an O(nodes) masked pass. Memory: O(nodes x d).
+
+Soft values (Jain et al., 2025, the soft Bellman backup with lambda = 1, the tilt being part of the
+program's log G): a leaf's value is log G(x_0); an inner node's is the log-MEAN-exp of its children's,
+
+.. math::  v(n) = \\log \\frac{1}{|C(n)|} \\sum_{c \\in C(n)} e^{v(c)},
+
+unweighted because the children are i.i.d. draws of the prior kernel from n (weighting by visits,
+or a log-sum-exp, biases it). The root's value estimates log E_p[G(x_0)] = log Z. Values are
+recomputed level by level from the leaves after each batch of rollouts (:func:`backup`): K segment
+reductions over the node arrays, linear in the tree's size, exact and independent of the order in
+which the batch's rollouts arrived.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Tree", "empty_tree", "backup", "leaf_log_probs", "resize", "tree_nbytes"]
+
+
+class Tree(NamedTuple):
+    """A search tree of ``capacity`` node slots (leading axis of every node array).
+
+    state
+        The integrator state of each node (``IntegratorState``: x and, for multistep chains, the
+        previous predictions), for levels 1..K; unused at the root.
+    parent
+        Index of each node's parent (-1 for the root and free slots).
+    level
+        0 (root) .. K (leaf, x_0); -1 for a free slot.
+    visits
+        N(n): how many rollouts have passed through the node.
+    num_children
+        |C(n)|.
+    value
+        The soft value v(n) (log G units); log G(x_0) at a leaf, -inf where G is 0 or NaN.
+    num_nodes
+        Slots in use (nodes are written in order: slots ``>= num_nodes`` are free).
+    num_rollouts
+        Rollouts made so far (the key of the next batch is ``fold_in(key, num_rollouts)``).
+    key
+        The search's PRNG key data (``jax.random.key_data``), fixed at ``init``.
+    nfe
+        Network evaluations spent so far (the steps of the rollouts, each from its expanded node).
+    nan_leaves
+        Leaves whose log G was NaN (their value is -inf; the search goes on).
+    signature
+        SHA-256 of the search's settings, model, grid and observations, as 8 uint32 words: a tree
+        grows only under the search that made it.
+    """
+
+    state: NamedTuple
+    parent: jax.Array
+    level: jax.Array
+    visits: jax.Array
+    num_children: jax.Array
+    value: jax.Array
+    num_nodes: jax.Array
+    num_rollouts: jax.Array
+    key: jax.Array
+    nfe: jax.Array
+    nan_leaves: jax.Array
+    signature: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.parent.shape[-1]
+
+
+def empty_tree(state_example, capacity: int, key_data, signature) -> Tree:
+    """A tree of ``capacity`` slots holding only the root (slot 0)."""
+    state = jax.tree.map(lambda a: jnp.zeros((capacity, *jnp.shape(a)), jnp.result_type(a)), state_example)
+    slots = jnp.arange(capacity)
+    return Tree(
+        state=state,
+        parent=jnp.full((capacity,), -1, jnp.int32),
+        level=jnp.where(slots == 0, 0, -1).astype(jnp.int32),
+        visits=jnp.zeros((capacity,), jnp.int32),
+        num_children=jnp.zeros((capacity,), jnp.int32),
+        value=jnp.zeros((capacity,), jnp.float32),
+        num_nodes=jnp.ones((), jnp.int32),
+        num_rollouts=jnp.zeros((), jnp.int32),
+        key=jnp.asarray(key_data, jnp.uint32),
+        nfe=jnp.zeros((), jnp.int32),
+        nan_leaves=jnp.zeros((), jnp.int32),
+        signature=jnp.asarray(signature, jnp.uint32),
+    )
+
+
+def _segment_logsumexp(values, segments, num_segments):
+    """log sum exp(values) per segment (-inf for an empty one, or one whose values are all -inf)."""
+    top = jax.ops.segment_max(values, segments, num_segments, indices_are_sorted=False)
+    safe = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = jax.ops.segment_sum(jnp.exp(values - safe[segments.clip(0, num_segments - 1)]), segments, num_segments)
+    return jnp.where(jnp.isfinite(top), safe + jnp.log(total), -jnp.inf)
+
+
+def _child_lse(tree: Tree, child_level: int):
+    """log sum_c exp v(c) over each node's children at ``child_level`` (a slot's own index)."""
+    capacity = tree.capacity
+    is_child = tree.level == child_level
+    segments = jnp.where(is_child, tree.parent, capacity)  # out of range: dropped
+    values = jnp.where(is_child, tree.value, -jnp.inf)
+    return _segment_logsumexp(values, segments, capacity)
+
+
+def backup(tree: Tree, depth: int) -> Tree:
+    """Every inner node's soft value from its children, from level ``depth - 1`` up to the root."""
+    value = tree.value
+    log_n = jnp.log(jnp.maximum(tree.num_children, 1).astype(jnp.float32))
+    for level in range(depth - 1, -1, -1):
+        lse = _child_lse(tree._replace(value=value), level + 1)
+        update = (tree.level == level) & (tree.num_children > 0)
+        value = jnp.where(update, lse - log_n, value)
+    return tree._replace(value=value)
+
+
+def leaf_log_probs(tree: Tree, depth: int):
+    """log P(leaf) of a descent from the root that picks each child with probability proportional to
+    exp(v(child)) (DTS's selection), for every slot (-inf off the leaves): the product along the path
+    of exp(v(c)) / sum_siblings exp(v), from K passes down the levels. A node whose children are all
+    -inf passes its mass to them uniformly."""
+    capacity = tree.capacity
+    log_p = jnp.where(tree.level == 0, 0.0, -jnp.inf)
+    for level in range(1, depth + 1):
+        is_node = tree.level == level
+        parent = jnp.where(is_node, tree.parent, 0)
+        lse = _child_lse(tree, level)[parent]
+        local = jnp.where(jnp.isfinite(lse), tree.value - lse,
+                          -jnp.log(jnp.maximum(tree.num_children[parent], 1).astype(jnp.float32)))
+        log_p = jnp.where(is_node, log_p[parent] + local, log_p)
+    return jnp.where(tree.level == depth, log_p, -jnp.inf)
+
+
+def resize(tree: Tree, capacity: int) -> Tree:
+    """The tree with ``capacity`` slots (more than it has: free slots appended)."""
+    extra = capacity - tree.capacity
+    if extra < 0:
+        raise ValueError(f"capacity must be at least the tree's {tree.capacity} slots, got {capacity}")
+    if extra == 0:
+        return tree
+    pad = lambda a, fill: jnp.concatenate([a, jnp.full((extra, *a.shape[1:]), fill, a.dtype)])
+    return tree._replace(
+        state=jax.tree.map(lambda a: pad(a, 0), tree.state), parent=pad(tree.parent, -1),
+        level=pad(tree.level, -1), visits=pad(tree.visits, 0), num_children=pad(tree.num_children, 0),
+        value=pad(tree.value, 0.0))
+
+
+def tree_nbytes(state_example, capacity: int) -> int:
+    """Bytes of a tree of ``capacity`` slots: its states and five 4-byte scalars per node."""
+    per_node = sum(jnp.size(a) * jnp.result_type(a).itemsize for a in jax.tree.leaves(state_example))
+    return int(capacity * (per_node + 5 * 4))
