@@ -66,6 +66,7 @@ class TreeSettings(NamedTuple):
     branch_steps: tuple[int, ...] | None
     num_branchings: int
     c_uct: float
+    selection_scale: float
     capacity: int  # rollouts the arrays hold
     max_memory_gb: float
 
@@ -99,8 +100,18 @@ class TreeKernel(NamedTuple):
     signature: np.ndarray
 
 
+def _choose(rng_key, mask, logits):
+    """An index where ``mask`` holds, with probability proportional to exp(logits) (uniform when every
+    logit there is -inf): one uniform and an inverse CDF over the node arrays, not a Gumbel per slot."""
+    logits = jnp.where(mask, logits, -jnp.inf)
+    logits = jnp.where(jnp.any(jnp.isfinite(logits)), logits, jnp.where(mask, 0.0, -jnp.inf))
+    cdf = jnp.cumsum(jnp.exp(logits - jnp.max(logits)))
+    u = jax.random.uniform(rng_key) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), mask.shape[0] - 1).astype(jnp.int32)
+
+
 def _check_settings(kind, num_rollouts, batch_size, num_draws, widening, alpha, branch_steps, num_branchings,
-                    c_uct, capacity, max_memory_gb) -> TreeSettings:
+                    c_uct, capacity, max_memory_gb, selection_scale=1.0) -> TreeSettings:
     num_rollouts = _check_positive_int(num_rollouts, "num_rollouts")
     batch_size = _check_positive_int(batch_size, "batch_size")
     if num_rollouts % batch_size:
@@ -125,13 +136,15 @@ def _check_settings(kind, num_rollouts, batch_size, num_draws, widening, alpha, 
     num_branchings = _check_positive_int(num_branchings, "num_branchings")
     if isinstance(c_uct, bool) or not isinstance(c_uct, numbers.Real) or not float(c_uct) >= 0:
         raise ValueError(f"c_uct must be a non-negative number, got {c_uct!r}")
+    if isinstance(selection_scale, bool) or not isinstance(selection_scale, numbers.Real) or not float(selection_scale) >= 0:
+        raise ValueError(f"selection_scale must be a non-negative number, got {selection_scale!r}")
     capacity = num_rollouts if capacity is None else _check_positive_int(capacity, "capacity")
     if capacity < num_rollouts:
         raise ValueError(f"capacity ({capacity} rollouts) must be at least num_rollouts ({num_rollouts})")
     if not float(max_memory_gb) > 0:
         raise ValueError(f"max_memory_gb must be positive, got {max_memory_gb!r}")
     return TreeSettings(kind, num_rollouts, batch_size, num_draws, float(widening), float(alpha), branch_steps,
-                        num_branchings, float(c_uct), capacity, float(max_memory_gb))
+                        num_branchings, float(c_uct), float(selection_scale), capacity, float(max_memory_gb))
 
 
 def _branch_steps(settings: TreeSettings, steps: int) -> tuple[int, ...]:
@@ -151,6 +164,7 @@ def _signature(settings: TreeSettings, fk, branch_steps, probe_values) -> np.nda
     prior = fk.prior
     record = {
         "kind": settings.kind, "widening": settings.widening, "alpha": settings.alpha, "c_uct": settings.c_uct,
+        "selection_scale": settings.selection_scale,
         "branch_steps": list(branch_steps), "model": prior.model.name, "event_shape": list(prior.event_shape),
         "times": np.asarray(prior.times, np.float64).round(7).tolist(), "integrator": prior.integrator.name,
         "log_g_at_probes": [float(np.round(v, 4)) for v in probe_values],
@@ -212,9 +226,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
                 score = jnp.where(mine, jnp.where(jnp.isfinite(tree.value), tree.value, -1e30) + bonus, -jnp.inf)
                 child = jnp.argmax(score).astype(jnp.int32)
             else:
-                logits = jnp.where(mine, tree.value, -jnp.inf)
-                logits = jnp.where(jnp.any(jnp.isfinite(logits)), logits, jnp.where(mine, 0.0, -jnp.inf))
-                child = jax.random.categorical(jax.random.fold_in(key, level), logits).astype(jnp.int32)
+                child = _choose(jax.random.fold_in(key, level), mine, settings.selection_scale * tree.value)
             start_node = jnp.where(expand, node, start_node)
             start_level = jnp.where(expand, level, start_level)
             num_children = num_children.at[node].add(expand.astype(jnp.int32))
@@ -366,13 +378,15 @@ def _sampler(settings: TreeSettings) -> Sampler:
     shown["branch_steps"] = "even" if settings.branch_steps is None else list(settings.branch_steps)
     if settings.kind == "dts_star":
         shown["c_uct"] = settings.c_uct
+    else:
+        shown["selection_scale"] = settings.selection_scale
     sampler = Sampler(settings.kind, shown, setup, run, STAT_DIMS, twists=lambda sites: {k: "none" for k in sites})
     return sampler._replace(tree=settings)
 
 
 def dts(num_rollouts: int, *, batch_size: int = 1, num_draws: int | None = None, widening: float = 2.0,
-        alpha: float = 0.8, num_branchings: int = 5, branch_steps=None, capacity: int | None = None,
-        max_memory_gb: float = 4.0) -> Sampler:
+        alpha: float = 0.8, num_branchings: int = 5, branch_steps=None, selection_scale: float = 1.0,
+        capacity: int | None = None, max_memory_gb: float = 4.0) -> Sampler:
     """Diffusion Tree Sampling: ``num_rollouts`` rollouts, then ``num_draws`` (default ``num_rollouts``)
     draws of the posterior by descending the tree with probability proportional to exp(v).
 
@@ -382,9 +396,16 @@ def dts(num_rollouts: int, *, batch_size: int = 1, num_draws: int | None = None,
     same tree before their chains run together. ``capacity`` (default ``num_rollouts``): rollouts the
     preallocated arrays hold (a tree grown past it is enlarged); a tree above ``max_memory_gb`` is
     refused before compiling. Asymptotically exact as the rollouts grow (Jain et al., 2025).
+
+    ``selection_scale`` tau: during the search a rollout picks a child with probability proportional to
+    exp(tau v) (1: the paper's rule; the draws always use exp(v)). Because the rule revisits the
+    children whose first values came out high, and each revisit pulls such a value back toward its
+    mean while low ones are never revisited, the values are biased low at finite budgets (an optional
+    stopping bias; docs/samplers.md gives the figures); tau < 1 trades the focus of the search for a
+    smaller bias, tau = 0 (uniform) has none of it.
     """
     return _sampler(_check_settings("dts", num_rollouts, batch_size, num_draws, widening, alpha, branch_steps,
-                                    num_branchings, 0.0, capacity, max_memory_gb))
+                                    num_branchings, 0.0, capacity, max_memory_gb, selection_scale))
 
 
 def dts_star(num_rollouts: int, *, c_uct: float = 1.0, batch_size: int = 1, num_draws: int = 1,
