@@ -4,8 +4,8 @@ tilt and the Bayes-classifier condition of the conditioning tests, 4 independent
 With uniform selection during the search (``selection_scale=0``) the soft values are unbiased
 averages and the draws (which descend with exp(v)) converge: the distance to the exact posterior falls
 from 256 to 4,096 rollouts and |log Z error| at 4,096 is below 0.3 nat. The paper's rule
-(``selection_scale=1``) is biased low at these budgets (docs/samplers.md, "Tree sampling"): its
-figures are printed, not asserted."""
+(``selection_scale=1``) is biased low at these budgets (docs/samplers.md, "Tree sampling", has its
+figures: set ``PAPER_RULE = True`` here to print them beside these)."""
 
 import functools
 
@@ -16,6 +16,7 @@ import pytest
 import pp_diffusion as ppd
 from smc import _conditioning as C  # tests/ is on the path
 
+PAPER_RULE = False
 PROBLEMS = {"quadratic_reward": C.quadratic_reward, "linear_reward": C.linear_reward, "classifier": C.classifier}
 
 
@@ -40,9 +41,10 @@ def _run(name, rollouts, scale):
 def test_uniform_selection_converges_to_the_exact_posterior(name):
     d_small, _ = _run(name, 256, 0.0)
     d_big, e_big = _run(name, 4096, 0.0)
-    d_paper, e_paper = _run(name, 4096, 1.0)
     print(f"{name}: uniform selection distance {np.median(d_small):.3f} -> {np.median(d_big):.3f}, |log Z error| "
-          f"{np.median(e_big):.3f}; the paper's rule at 4,096: distance {np.median(d_paper):.3f}, |log Z error| "
-          f"{np.median(e_paper):.3f}")
+          f"{np.median(e_big):.3f}")
+    if PAPER_RULE:
+        d_paper, e_paper = _run(name, 4096, 1.0)
+        print(f"  the paper's rule at 4,096: distance {np.median(d_paper):.3f}, |log Z error| {np.median(e_paper):.3f}")
     assert np.median(d_big) < np.median(d_small)
     assert np.median(e_big) < 0.3
