@@ -5,7 +5,8 @@
 
 (a) Accuracy against NFE, on the 2-D Gaussian mixture of the conditioning tests with two exact
     targets: a Gaussian likelihood y = x + N(0, 0.5^2 I) ("gaussian") and the tilt exp(1.5 a . x)
-    ("linear"); 100 DDPM steps. For DTS at each number of rollouts and for bootstrap, twisted SMC
+    ("linear"); 100 DDPM steps. For DTS at each number of rollouts (the paper's selection rule, and
+    uniform selection during the search: ``selection_scale=0``) and for bootstrap, twisted SMC
     and FK steering at the particle count of about the same NFE: the median over ``--chains``
     independent runs (with the min-max range) of the sliced 1-Wasserstein distance between the draws
     and 8,192 exact posterior draws, over the floor (the same distance for as many exact draws), and
@@ -64,6 +65,10 @@ def accuracy(args):
             nfe = float(np.median(idata.diagnostics["nfe"].values))
             particles = max(8, int(round(nfe / 100)))
             entries = [("dts", idata, seconds, nfe)]
+            uniform, s_uniform = run(problem, ppd.tree.dts(rollouts, batch_size=batch, selection_scale=0.0),
+                                     jax.random.key(rollouts), args.chains)
+            entries.append(("dts(selection_scale=0)", uniform, s_uniform,
+                            float(np.median(uniform.diagnostics["nfe"].values))))
             for label, make in (("bootstrap", ppd.smc.bootstrap), ("twisted", ppd.smc.twisted),
                                 ("fk_steering", ppd.smc.fk_steering)):
                 smc, s = run(problem, make(particles), jax.random.key(rollouts), args.chains)

@@ -4,7 +4,7 @@ The target is the program's posterior p_theta(x_0) G(x_0), G the product of its 
 factors (a reward tilt exp(lambda r) is ``numpyro.factor("r", lam * r(x))``), p_theta the prior's
 stochastic reverse chain. The tree (:mod:`pp_diffusion.tree._tree`) branches at a few steps of the
 chain. A **rollout** descends from the root; at each node n it first applies progressive widening
-(expand a new child while |C(n)| < C N(n)^alpha, N(n) counting this visit), else selects an existing
+(expand a new child while ``|C(n)| < C N(n)^alpha``, N(n) counting this visit), else selects an existing
 child:
 
 - DTS: with probability proportional to exp(v(child)) (the children are prior draws, so the prior
@@ -390,7 +390,7 @@ def dts(num_rollouts: int, *, batch_size: int = 1, num_draws: int | None = None,
     """Diffusion Tree Sampling: ``num_rollouts`` rollouts, then ``num_draws`` (default ``num_rollouts``)
     draws of the posterior by descending the tree with probability proportional to exp(v).
 
-    ``widening`` and ``alpha``: progressive widening |children| < widening N^alpha. Nodes branch at
+    ``widening`` and ``alpha``: progressive widening ``|children| < widening N^alpha``. Nodes branch at
     ``num_branchings`` evenly spaced steps of the chain (100 steps, 5: steps 0, 20, 40, 60, 80), or at
     the step indices ``branch_steps`` (starting at 0). ``batch_size`` rollouts are selected from the
     same tree before their chains run together. ``capacity`` (default ``num_rollouts``): rollouts the

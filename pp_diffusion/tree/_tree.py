@@ -42,7 +42,7 @@ class Tree(NamedTuple):
     visits
         N(n): how many rollouts have passed through the node.
     num_children
-        |C(n)|.
+        The number of children, ``|C(n)|``.
     value
         The soft value v(n) (log G units); log G(x_0) at a leaf, -inf where G is 0 or NaN.
     num_nodes
