@@ -82,7 +82,7 @@ def accuracy(args):
                 err = np.abs(idata_.diagnostics["log_marginal_likelihood"].values - problem.log_z)
                 ratio = np.asarray(dist) / floor
                 curves.setdefault((name, label), []).append((nfe_, np.median(ratio), np.median(err)))
-                rows.append([label, rollouts if label == "dts" else particles, f"{nfe_:.0f}", summary(ratio),
+                rows.append([label, rollouts if label.startswith("dts") else particles, f"{nfe_:.0f}", summary(ratio),
                              summary(err), f"{seconds_:.1f}"])
             star, s_star = run(problem, ppd.tree.dts_star(rollouts, batch_size=batch), jax.random.key(rollouts),
                                args.chains)
