@@ -206,6 +206,25 @@ def test_tree_grows_past_its_capacity(grown):
     assert int(bigger.visits[0]) == 480
 
 
+def test_more_rollouts_compile_nothing_new(caplog):
+    """The number of rollouts is an argument of the compiled search, not a constant: growing a tree by 16
+    and then by 160 rollouts (within its capacity) compiles the search once."""
+    import logging
+
+    kern = ppd.tree.kernel(ppd.tree.dts(176, batch_size=8), program, y=Y)
+    tree = kern.init(jax.random.key(5))
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        tree = kern.grow(tree, 16)
+        jax.block_until_ready(tree)
+        first = [r.getMessage() for r in caplog.records if "grow_traced" in r.getMessage()]
+        caplog.clear()
+        tree = jax.block_until_ready(kern.grow(tree, 160))
+        second = [r.getMessage() for r in caplog.records if "grow_traced" in r.getMessage()]
+    assert len(first) >= 1 and second == [], (first, second)
+    assert int(tree.num_rollouts) == 176
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_rollouts=0), "num_rollouts"),
     (dict(num_rollouts=10, batch_size=3), "multiple of batch_size"),
