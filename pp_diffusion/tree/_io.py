@@ -19,7 +19,7 @@ from pp_diffusion.tree._tree import Tree
 
 __all__ = ["save", "load", "TreeFileError"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = "header"
 
 

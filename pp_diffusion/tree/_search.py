@@ -24,6 +24,10 @@ algorithm of the paper. The batch's chains all run every step of the chain, thos
 masked until their start, so the compute per batch is ``batch_size`` chains while the NFE counts the
 steps actually taken (what the paper counts).
 
+**Honest values** (the default of :func:`dts`): the search selects by one value and estimates with
+another, computed from disjoint halves of the tree (:mod:`pp_diffusion.tree._tree`), which removes the
+bias the paper's rule has at finite budgets.
+
 **Draws** need no network call: DTS descends the finished tree with its selection rule, i.e. draws
 leaves with the product of the normalised exp(v) along their path
 (:func:`~pp_diffusion.tree._tree.leaf_log_probs`); DTS* is a search and returns its ``num_draws``
@@ -67,6 +71,7 @@ class TreeSettings(NamedTuple):
     num_branchings: int
     c_uct: float
     selection_scale: float
+    honest: bool
     capacity: int  # rollouts the arrays hold
     max_memory_gb: float
 
@@ -111,7 +116,7 @@ def _choose(rng_key, mask, logits):
 
 
 def _check_settings(kind, num_rollouts, batch_size, num_draws, widening, alpha, branch_steps, num_branchings,
-                    c_uct, capacity, max_memory_gb, selection_scale=1.0) -> TreeSettings:
+                    c_uct, capacity, max_memory_gb, selection_scale=1.0, honest=False) -> TreeSettings:
     num_rollouts = _check_positive_int(num_rollouts, "num_rollouts")
     batch_size = _check_positive_int(batch_size, "batch_size")
     if num_rollouts % batch_size:
@@ -138,13 +143,16 @@ def _check_settings(kind, num_rollouts, batch_size, num_draws, widening, alpha, 
         raise ValueError(f"c_uct must be a non-negative number, got {c_uct!r}")
     if isinstance(selection_scale, bool) or not isinstance(selection_scale, numbers.Real) or not float(selection_scale) >= 0:
         raise ValueError(f"selection_scale must be a non-negative number, got {selection_scale!r}")
+    if not isinstance(honest, bool):
+        raise ValueError(f"honest must be True or False, got {honest!r}")
     capacity = num_rollouts if capacity is None else _check_positive_int(capacity, "capacity")
     if capacity < num_rollouts:
         raise ValueError(f"capacity ({capacity} rollouts) must be at least num_rollouts ({num_rollouts})")
     if not float(max_memory_gb) > 0:
         raise ValueError(f"max_memory_gb must be positive, got {max_memory_gb!r}")
     return TreeSettings(kind, num_rollouts, batch_size, num_draws, float(widening), float(alpha), branch_steps,
-                        num_branchings, float(c_uct), float(selection_scale), capacity, float(max_memory_gb))
+                        num_branchings, float(c_uct), float(selection_scale), honest, capacity,
+                        float(max_memory_gb))
 
 
 def _branch_steps(settings: TreeSettings, steps: int) -> tuple[int, ...]:
@@ -164,7 +172,7 @@ def _signature(settings: TreeSettings, fk, branch_steps, probe_values) -> np.nda
     prior = fk.prior
     record = {
         "kind": settings.kind, "widening": settings.widening, "alpha": settings.alpha, "c_uct": settings.c_uct,
-        "selection_scale": settings.selection_scale,
+        "selection_scale": settings.selection_scale, "honest": settings.honest,
         "branch_steps": list(branch_steps), "model": prior.model.name, "event_shape": list(prior.event_shape),
         "times": np.asarray(prior.times, np.float64).round(7).tolist(), "integrator": prior.integrator.name,
         "log_g_at_probes": [float(np.round(v, 4)) for v in probe_values],
@@ -189,6 +197,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
     stops = np.array([*branch, steps], np.int32)  # stops[l]: steps taken before level l (l = 0: the root)
     batch = settings.batch_size
     star = settings.kind == "dts_star"
+    honest = settings.honest
     nfe_per_step = integrator.nfe_per_step * model.nfe_per_call
     state_example = integrator.init(jnp.zeros(prior.event_shape, jnp.float32))
     slots = lambda rollouts: 1 + rollouts * depth
@@ -213,6 +222,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
         node = jnp.zeros((), jnp.int32)
         done = jnp.zeros((), bool)
         start_node, start_level = node, jnp.full((), depth, jnp.int32)
+        start_rank = jnp.zeros((), jnp.int32)  # the new child's place among its parent's children
         visits, num_children = tree.visits, tree.num_children
         for level in range(depth):
             active = ~done
@@ -225,10 +235,20 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
                 bonus = settings.c_uct * jnp.sqrt(jnp.log(n) / jnp.maximum(visits, 1).astype(jnp.float32))
                 score = jnp.where(mine, jnp.where(jnp.isfinite(tree.value), tree.value, -1e30) + bonus, -jnp.inf)
                 child = jnp.argmax(score).astype(jnp.int32)
+            elif honest:
+                # a child with no selection value yet borrows the log-mean-exp of its siblings'
+                known = mine & ~jnp.isnan(tree.select_value)
+                s = jnp.where(known, tree.select_value, -jnp.inf)
+                top = jnp.max(s)
+                safe = jnp.where(jnp.isfinite(top), top, 0.0)
+                borrowed = safe + jnp.log(jnp.sum(jnp.exp(s - safe))) - jnp.log(jnp.maximum(jnp.sum(known), 1))
+                s = jnp.where(jnp.isnan(tree.select_value), borrowed, s)
+                child = _choose(jax.random.fold_in(key, level), mine, settings.selection_scale * s)
             else:
                 child = _choose(jax.random.fold_in(key, level), mine, settings.selection_scale * tree.value)
             start_node = jnp.where(expand, node, start_node)
             start_level = jnp.where(expand, level, start_level)
+            start_rank = jnp.where(expand, num_children[node], start_rank)
             num_children = num_children.at[node].add(expand.astype(jnp.int32))
             done = done | expand
             node = jnp.where(done, node, child)
@@ -236,7 +256,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
         new = jnp.where(done, depth - start_level, 0).astype(jnp.int32)
         base = tree.num_nodes
         del capacity
-        plan = (start_node, start_level, done, base)
+        plan = (start_node, start_level, done, base, start_rank)
         return tree._replace(visits=visits, num_children=num_children, num_nodes=base + new), plan
 
     # --- the chains of a batch, each from its expanded node to x_0 ---
@@ -267,7 +287,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
         return buffer, log_g
 
     def insert(tree: Tree, plans, buffers, log_gs) -> Tree:
-        start_node, start_level, expand, base = plans
+        start_node, start_level, expand, base, start_rank = plans
         capacity = tree.capacity
         levels = jnp.arange(1, depth + 1)  # (K,)
         offset = levels[None, :] - start_level[:, None] - 1  # (B, K)
@@ -277,6 +297,11 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
         nan = jnp.isnan(log_gs)
         leaf_value = jnp.where(nan, -jnp.inf, log_gs)
         value = jnp.where(levels[None, :] == depth, leaf_value[:, None], 0.0)
+        # honest trees: a new path is off the estimation tree when it starts off it, or as an odd child
+        # (second, fourth, ...) of an inner estimation node; all its nodes share its first node's group
+        odd = (start_level > 0) & (start_rank % 2 == 1)
+        off = (tree.group[start_node] == 1) | odd
+        group = jnp.broadcast_to((off & honest)[:, None], ids.shape).astype(jnp.int8)
         flat = lambda a: a.reshape((a.shape[0] * a.shape[1], *a.shape[2:]))
         ids_f = flat(ids)
         put = lambda arr, new: arr.at[ids_f].set(flat(new).astype(arr.dtype), mode="drop")
@@ -289,6 +314,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
             num_children=put(tree.num_children, jnp.broadcast_to(levels < depth, ids.shape).astype(jnp.int32)),
             value=put(tree.value, value),
             nan_leaves=tree.nan_leaves + jnp.sum(nan & expand).astype(jnp.int32),
+            group=put(tree.group, group),
         )
 
     def one_batch(tree: Tree) -> Tree:
@@ -300,7 +326,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
         tree = insert(tree, plans, buffers, log_gs)
         start_step = jnp.asarray(stops)[plans[1]]
         nfe = jnp.sum(jnp.where(plans[2], steps - start_step, 0)) * nfe_per_step
-        tree = backup(tree, depth)
+        tree = backup(tree, depth, honest)
         return tree._replace(num_rollouts=tree.num_rollouts + batch, nfe=tree.nfe + nfe.astype(jnp.int32))
 
     def grow_traced(tree: Tree, num_batches) -> Tree:
@@ -380,13 +406,14 @@ def _sampler(settings: TreeSettings) -> Sampler:
         shown["c_uct"] = settings.c_uct
     else:
         shown["selection_scale"] = settings.selection_scale
+        shown["honest"] = settings.honest
     sampler = Sampler(settings.kind, shown, setup, run, STAT_DIMS, twists=lambda sites: {k: "none" for k in sites})
     return sampler._replace(tree=settings)
 
 
 def dts(num_rollouts: int, *, batch_size: int = 1, num_draws: int | None = None, widening: float = 2.0,
         alpha: float = 0.8, num_branchings: int = 5, branch_steps=None, selection_scale: float = 1.0,
-        capacity: int | None = None, max_memory_gb: float = 4.0) -> Sampler:
+        honest: bool = True, capacity: int | None = None, max_memory_gb: float = 4.0) -> Sampler:
     """Diffusion Tree Sampling: ``num_rollouts`` rollouts, then ``num_draws`` (default ``num_rollouts``)
     draws of the posterior by descending the tree with probability proportional to exp(v).
 
@@ -397,23 +424,28 @@ def dts(num_rollouts: int, *, batch_size: int = 1, num_draws: int | None = None,
     preallocated arrays hold (a tree grown past it is enlarged); a tree above ``max_memory_gb`` is
     refused before compiling. Asymptotically exact as the rollouts grow (Jain et al., 2025).
 
-    ``selection_scale`` tau: during the search a rollout picks a child with probability proportional to
-    exp(tau v) (1: the paper's rule; the draws always use exp(v)). Because the rule revisits the
-    children whose first values came out high, and each revisit pulls such a value back toward its
-    mean while low ones are never revisited, the values are biased low at finite budgets (an optional
-    stopping bias; docs/samplers.md gives the figures); tau < 1 trades the focus of the search for a
-    smaller bias, tau = 0 (uniform) has none of it.
+    ``honest`` (default): the search selects by values computed from one half of each node's children
+    and the estimate, the draws and the evidence use the other half (:mod:`pp_diffusion.tree._tree`,
+    "Honest values"). With ``honest=False`` every child feeds both, as in the paper: a child whose first
+    leaf came out high is revisited and pulled back toward its mean, one whose first leaf came out low
+    is not, so the values are biased low at finite budgets (an optional-stopping bias: 1.3 nat on the
+    Gaussian likelihood of docs/samplers.md at 4,096 rollouts, not shrinking by 16,384).
+    ``selection_scale`` tau: a rollout picks a child with probability proportional to exp(tau v)
+    (1: the paper's rule; 0: uniform, a search that ignores the values; the draws always use exp(v)).
     """
     return _sampler(_check_settings("dts", num_rollouts, batch_size, num_draws, widening, alpha, branch_steps,
-                                    num_branchings, 0.0, capacity, max_memory_gb, selection_scale))
+                                    num_branchings, 0.0, capacity, max_memory_gb, selection_scale, honest))
 
 
 def dts_star(num_rollouts: int, *, c_uct: float = 1.0, batch_size: int = 1, num_draws: int = 1,
-             widening: float = 2.0, alpha: float = 0.8, num_branchings: int = 5, branch_steps=None,
+             widening: float = 2.0, alpha: float = 0.5, num_branchings: int = 5, branch_steps=None,
              capacity: int | None = None, max_memory_gb: float = 4.0) -> Sampler:
     """Diffusion Tree Search (DTS*): the selection maximises v + ``c_uct`` sqrt(log N(parent) / N(child)),
     a search for high log G under the prior; its draws are the ``num_draws`` best leaves found, best
-    first (not posterior draws). Other settings as :func:`dts`."""
+    first (not posterior draws). ``alpha`` defaults to 0.5, not DTS's 0.8: with 0.8 a node visited
+    fewer than 32 times widens on every visit, so most rollouts start a new chain near the root and the
+    search is little more than best-of-N (on the linear tilt of docs/samplers.md it finds less than
+    best-of-N at equal NFE; with 0.5, more). Other settings as :func:`dts`."""
     return _sampler(_check_settings("dts_star", num_rollouts, batch_size, num_draws, widening, alpha,
                                     branch_steps, num_branchings, c_uct, capacity, max_memory_gb))
 

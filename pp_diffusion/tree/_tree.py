@@ -17,6 +17,28 @@ or a log-sum-exp, biases it). The root's value estimates log E_p[G(x_0)] = log Z
 recomputed level by level from the leaves after each batch of rollouts (:func:`backup`): K segment
 reductions over the node arrays, linear in the tree's size, exact and independent of the order in
 which the batch's rollouts arrived.
+
+**Honest values** (``honest=True``; sample splitting in the manner of honest trees, Wager & Athey
+2018). When the search picks children by their values, how many children a node gets depends on
+the values of the children it already has: the log-mean-exp above is then an average stopped at a
+time that depends on what it averages, and it is biased low (a child whose first leaf came out low
+is not revisited, one whose first leaf came out high is, and regresses). An honest tree keeps an
+*estimation tree* (``group`` 0): the root's children, and, below them, every other child of an
+estimation node in the order they were made (the first, third, ...), with everything under them
+made by their first rollout; the other children of estimation nodes, and all their descendants, are
+*selection* nodes (``group`` 1). Three values:
+
+.. math::  v(n) = \\log \\frac{1}{|E(n)|} \\sum_{c \\in E(n)} e^{v(c)}, \\qquad
+           f(n) = \\log \\frac{1}{|C(n)|} \\sum_{c \\in C(n)} e^{f(c)}, \\qquad
+           s(n) = \\log \\frac{1}{|S(n)|} \\sum_{c \\in S(n)} e^{f(c)}
+
+(E(n), S(n): the estimation and selection children; leaves v = f = log G). The estimate, the draws
+and the evidence use v on the estimation tree. The search selects an estimation node by s (NaN
+until it has a selection child: it then borrows the log-mean-exp of its siblings'), a selection
+node by f, the paper's value. So no decision ever reads the subtree of an estimation node's
+estimation children: given x_n, the number of estimation children of n is independent of what they
+hold, and every exp(v(n)) is an unbiased estimate of E[G | x_n]. The price: the estimate rests on the
+estimation tree, about half of the children at each branching below the root.
 """
 
 from __future__ import annotations
@@ -44,7 +66,8 @@ class Tree(NamedTuple):
     num_children
         The number of children, ``|C(n)|``.
     value
-        The soft value v(n) (log G units); log G(x_0) at a leaf, -inf where G is 0 or NaN.
+        The soft value v(n) (log G units); log G(x_0) at a leaf, -inf where G is 0 or NaN (on an
+        honest tree: v on the estimation tree, f off it).
     num_nodes
         Slots in use (nodes are written in order: slots ``>= num_nodes`` are free).
     num_rollouts
@@ -55,6 +78,12 @@ class Tree(NamedTuple):
         Network evaluations spent so far (the steps of the rollouts, each from its expanded node).
     nan_leaves
         Leaves whose log G was NaN (their value is -inf; the search goes on).
+    group
+        0 for a node of the estimation tree (every node of a tree that is not honest), 1 for a
+        selection node.
+    select_value
+        The value the search selects by: s(n) on the estimation tree, f(n) off it (= ``value`` unless
+        the tree is honest; NaN where an estimation node has no selection child yet).
     signature
         SHA-256 of the search's settings, model, grid and observations, as 8 uint32 words: a tree
         grows only under the search that made it.
@@ -72,6 +101,8 @@ class Tree(NamedTuple):
     nfe: jax.Array
     nan_leaves: jax.Array
     signature: jax.Array
+    group: jax.Array
+    select_value: jax.Array
 
     @property
     def capacity(self) -> int:
@@ -95,6 +126,8 @@ def empty_tree(state_example, capacity: int, key_data, signature) -> Tree:
         nfe=jnp.zeros((), jnp.int32),
         nan_leaves=jnp.zeros((), jnp.int32),
         signature=jnp.asarray(signature, jnp.uint32),
+        group=jnp.zeros((capacity,), jnp.int8),
+        select_value=jnp.zeros((capacity,), jnp.float32),
     )
 
 
@@ -106,41 +139,56 @@ def _segment_logsumexp(values, segments, num_segments):
     return jnp.where(jnp.isfinite(top), safe + jnp.log(total), -jnp.inf)
 
 
-def _child_lse(tree: Tree, child_level: int):
-    """log sum_c exp v(c) over each node's children at ``child_level`` (a slot's own index)."""
+def _child_lse(tree: Tree, child_level: int, values=None, group: int | None = None):
+    """log sum_c exp values(c) over each node's children at ``child_level`` (those of ``group``, or all),
+    and how many there are (both per slot, at the parent's index)."""
     capacity = tree.capacity
+    values = tree.value if values is None else values
     is_child = tree.level == child_level
+    if group is not None:
+        is_child = is_child & (tree.group == group)
     segments = jnp.where(is_child, tree.parent, capacity)  # out of range: dropped
-    values = jnp.where(is_child, tree.value, -jnp.inf)
-    return _segment_logsumexp(values, segments, capacity)
+    lse = _segment_logsumexp(jnp.where(is_child, values, -jnp.inf), segments, capacity)
+    count = jax.ops.segment_sum(is_child.astype(jnp.int32), segments, capacity)
+    return lse, count
 
 
-def backup(tree: Tree, depth: int) -> Tree:
-    """Every inner node's soft value from its children, from level ``depth - 1`` up to the root."""
-    value = tree.value
-    log_n = jnp.log(jnp.maximum(tree.num_children, 1).astype(jnp.float32))
+def backup(tree: Tree, depth: int, honest: bool = False) -> Tree:
+    """Every inner node's soft value from its children, from level ``depth - 1`` up to the root (and, for
+    an honest tree, its selection value; see the module docstring)."""
+    value = tree.value  # v, over the estimation children (all of them unless honest)
+    full = tree.value  # f, over all children
+    select = tree.select_value
     for level in range(depth - 1, -1, -1):
-        lse = _child_lse(tree._replace(value=value), level + 1)
-        update = (tree.level == level) & (tree.num_children > 0)
-        value = jnp.where(update, lse - log_n, value)
-    return tree._replace(value=value)
+        inner = tree.level == level
+        lse, count = _child_lse(tree._replace(value=value), level + 1, group=0)
+        value = jnp.where(inner & (count > 0), lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), value)
+        if honest:
+            lse, count = _child_lse(tree, level + 1, full)
+            full = jnp.where(inner & (count > 0), lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), full)
+            lse, count = _child_lse(tree, level + 1, full, group=1)
+            mean = jnp.where(count > 0, lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), jnp.nan)
+            select = jnp.where(inner, jnp.where(tree.group == 0, mean, full), select)
+    if not honest:
+        return tree._replace(value=value, select_value=value)
+    return tree._replace(value=jnp.where(tree.group == 0, value, full),
+                         select_value=jnp.where(tree.level == depth, tree.value, select))
 
 
 def leaf_log_probs(tree: Tree, depth: int):
-    """log P(leaf) of a descent from the root that picks each child with probability proportional to
-    exp(v(child)) (DTS's selection), for every slot (-inf off the leaves): the product along the path
-    of exp(v(c)) / sum_siblings exp(v), from K passes down the levels. A node whose children are all
-    -inf passes its mass to them uniformly."""
-    capacity = tree.capacity
+    """log P(leaf) of a descent from the root that picks each estimation child with probability
+    proportional to exp(v(child)) (DTS's draws), for every slot (-inf off the leaves and below selection
+    children): the product along the path of exp(v(c)) / sum_siblings exp(v), from K passes down the
+    levels. A node whose estimation children are all -inf passes its mass to them uniformly."""
     log_p = jnp.where(tree.level == 0, 0.0, -jnp.inf)
     for level in range(1, depth + 1):
-        is_node = tree.level == level
+        is_node = (tree.level == level) & (tree.group == 0)
         parent = jnp.where(is_node, tree.parent, 0)
-        lse = _child_lse(tree, level)[parent]
-        local = jnp.where(jnp.isfinite(lse), tree.value - lse,
-                          -jnp.log(jnp.maximum(tree.num_children[parent], 1).astype(jnp.float32)))
+        lse, count = _child_lse(tree, level, group=0)
+        lse, count = lse[parent], count[parent]
+        local = jnp.where(jnp.isfinite(lse), tree.value - lse, -jnp.log(jnp.maximum(count, 1).astype(jnp.float32)))
         log_p = jnp.where(is_node, log_p[parent] + local, log_p)
-    return jnp.where(tree.level == depth, log_p, -jnp.inf)
+    return jnp.where((tree.level == depth) & (tree.group == 0), log_p, -jnp.inf)
 
 
 def resize(tree: Tree, capacity: int) -> Tree:
@@ -154,10 +202,10 @@ def resize(tree: Tree, capacity: int) -> Tree:
     return tree._replace(
         state=jax.tree.map(lambda a: pad(a, 0), tree.state), parent=pad(tree.parent, -1),
         level=pad(tree.level, -1), visits=pad(tree.visits, 0), num_children=pad(tree.num_children, 0),
-        value=pad(tree.value, 0.0))
+        value=pad(tree.value, 0.0), group=pad(tree.group, 0), select_value=pad(tree.select_value, 0.0))
 
 
 def tree_nbytes(state_example, capacity: int) -> int:
-    """Bytes of a tree of ``capacity`` slots: its states and five 4-byte scalars per node."""
+    """Bytes of a tree of ``capacity`` slots: its states, six 4-byte scalars and a byte per node."""
     per_node = sum(jnp.size(a) * jnp.result_type(a).itemsize for a in jax.tree.leaves(state_example))
-    return int(capacity * (per_node + 5 * 4))
+    return int(capacity * (per_node + 6 * 4 + 1))

@@ -43,7 +43,17 @@ def _grown(sampler, rollouts, key=0, y=Y):
 
 @pytest.fixture(scope="module")
 def grown():
+    """The paper's estimator (every child counts in its parent's value)."""
+    return _grown(ppd.tree.dts(400, batch_size=8, honest=False), 400)
+
+
+@pytest.fixture(scope="module")
+def grown_honest():
     return _grown(ppd.tree.dts(400, batch_size=8), 400)
+
+
+def _lme(values):
+    return logsumexp(values) - np.log(len(values))
 
 
 def test_tree_arrays_hold_the_algorithm(grown):
@@ -66,6 +76,45 @@ def test_tree_arrays_hold_the_algorithm(grown):
     assert np.all(np.asarray(tree.level)[n:] == -1)
     # widening: no node has reached C N^alpha children
     assert np.all(kids[level < kern.depth] <= np.ceil(2.0 * visits[level < kern.depth] ** 0.8))
+
+
+def test_honest_tree_keeps_its_estimation_tree_apart(grown_honest):
+    """An honest tree (the default): the root's children are estimation nodes (group 0); an inner
+    estimation node's children alternate in the order they were made, estimation at even places and
+    selection (group 1) at odd ones; a selection node's children are selection nodes. Recomputed with
+    NumPy: an estimation node's value is the log-mean-exp of its estimation children's, a selection
+    node's that of all its children's (f), and the selection value of an inner estimation node the
+    log-mean-exp of its selection children's f (NaN without one); no draw leaves the estimation tree."""
+    kern, tree = grown_honest
+    n = int(tree.num_nodes)
+    level, parent, group = (np.asarray(a)[:n] for a in (tree.level, tree.parent, tree.group))
+    value, select = np.asarray(tree.value)[:n], np.asarray(tree.select_value)[:n]
+    assert np.all(group[level == 1] == 0)
+    counts = {"estimation with selection children": 0, "selection": 0}
+    for node in np.flatnonzero(level < kern.depth):
+        children = np.flatnonzero(parent == node)  # in the order they were made
+        if group[node] == 1:
+            assert np.all(group[children] == 1)
+            np.testing.assert_allclose(value[node], _lme(value[children]), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(select[node], value[node], rtol=1e-6)
+            counts["selection"] += 1
+            continue
+        if level[node] > 0:
+            np.testing.assert_array_equal(group[children], np.arange(len(children)) % 2)
+        np.testing.assert_allclose(value[node], _lme(value[children[group[children] == 0]]), rtol=1e-5, atol=1e-5)
+        sel = children[group[children] == 1]
+        if level[node] > 0 and len(sel):
+            np.testing.assert_allclose(select[node], _lme(value[sel]), rtol=1e-5, atol=1e-5)
+            counts["estimation with selection children"] += 1
+        elif level[node] > 0:
+            assert np.isnan(select[node])
+    assert min(counts.values()) > 10, counts  # both kinds are there to check
+    _, info = kern.draw(jax.random.key(2), tree, 5000)
+    node = np.asarray(info["leaf"])
+    for _ in range(kern.depth):
+        assert np.all(group[node] == 0)
+        node = parent[node]
+    assert np.all(node == 0)
 
 
 def test_alpha_one_is_importance_sampling():
@@ -155,6 +204,25 @@ def test_tree_grows_past_its_capacity(grown):
     bigger = kern.grow(tree, 80)
     assert bigger.capacity > tree.capacity and int(bigger.num_rollouts) == 480
     assert int(bigger.visits[0]) == 480
+
+
+def test_more_rollouts_compile_nothing_new(caplog):
+    """The number of rollouts is an argument of the compiled search, not a constant: growing a tree by 16
+    and then by 160 rollouts (within its capacity) compiles the search once."""
+    import logging
+
+    kern = ppd.tree.kernel(ppd.tree.dts(176, batch_size=8), program, y=Y)
+    tree = kern.init(jax.random.key(5))
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        tree = kern.grow(tree, 16)
+        jax.block_until_ready(tree)
+        first = [r.getMessage() for r in caplog.records if "grow_traced" in r.getMessage()]
+        caplog.clear()
+        tree = jax.block_until_ready(kern.grow(tree, 160))
+        second = [r.getMessage() for r in caplog.records if "grow_traced" in r.getMessage()]
+    assert len(first) >= 1 and second == [], (first, second)
+    assert int(tree.num_rollouts) == 176
 
 
 @pytest.mark.parametrize("kwargs,match", [
