@@ -75,6 +75,16 @@ def make_program(prior, classify, twist=None):
     return program
 
 
+def run_class(program, sampler, rng_key, chains, c):
+    """``(DataTree, seconds)`` of one class's run (RuntimeWarnings of collapsing weights silenced)."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        idata = ppd.infer(program, sampler, rng_key, num_chains=chains, progress_bar=False,
+                          c=np.asarray(c, np.int32))
+    return idata, time.perf_counter() - start
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -103,12 +113,8 @@ def main(argv=None) -> None:
         program = programs[name.endswith("+nc")]
         acc, fd, log_z, spread, min_ess, seconds = [], [], [], [], [], []
         for c in args.classes:
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                idata = ppd.infer(program, sampler, jax.random.key(args.seed * 1000 + c), num_chains=args.chains,
-                                  progress_bar=False, c=np.asarray(c, np.int32))
-            seconds.append(time.perf_counter() - start)
+            idata, took = run_class(program, sampler, jax.random.key(args.seed * 1000 + c), args.chains, c)
+            seconds.append(took)
             draws = np.asarray(idata.posterior["x"].values).reshape(-1, 8, 8)
             finite = np.all(np.isfinite(draws.reshape(len(draws), -1)), axis=1)
             draws = draws[finite]

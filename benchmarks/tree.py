@@ -6,8 +6,8 @@
 
 (a) Accuracy against NFE, on the 2-D Gaussian mixture of the conditioning tests with two exact
     targets: a Gaussian likelihood y = x + N(0, 0.5^2 I) ("gaussian") and the tilt exp(1.5 a . x)
-    ("linear"); 100 DDPM steps. For DTS at each number of rollouts (the paper's selection rule, and
-    uniform selection during the search: ``selection_scale=0``) and for bootstrap, twisted SMC
+    ("linear"); 100 DDPM steps. For DTS at each number of rollouts (its defaults, honest values; the
+    paper's estimator, ``honest=False``; uniform selection, ``selection_scale=0``) and for bootstrap, twisted SMC
     and FK steering at the particle count of about the same NFE: the median over ``--chains``
     independent runs (with the min-max range) of the sliced 1-Wasserstein distance between the draws
     and 8,192 exact posterior draws, over the floor (the same distance for as many exact draws), and
@@ -16,8 +16,8 @@
 (b) ``--digits``: class-conditional sampling of the zoo's unconditional ``digits`` model, the program of
     benchmarks/digits_classes.py (``numpyro.sample("c", dist.Categorical(logits=f(x)), obs=c)`` with the
     clean classifier f, 50 DDPM steps), so the target is p_theta(x) p_f(c | x). For each class of
-    ``--classes``, NFE budget B of ``--budgets`` and sampler of ``--samplers``: DTS (the paper's rule and
-    ``selection_scale=0``) with B / 50 rollouts (its NFE, read from the tree, is a little below B: rollouts
+    ``--classes``, NFE budget B of ``--budgets`` and sampler of ``--samplers``: DTS (honest, the paper's
+    estimator and ``selection_scale=0``) with B / 50 rollouts (its NFE, read from the tree, is a little below B: rollouts
     start at inner nodes), DTS* and best-of-N (the ``--draws`` best of B / 50 rollouts / candidates), FK
     steering and TDS with B / 50 particles, DPS with B / 50 guided chains (TDS and DPS also spend one VJP
     per NFE; a budget below 50 ``--draws`` is raised to it). Every run gives ``--draws`` draws (the SMC and
@@ -28,7 +28,8 @@
     Then the NFE at which DTS first reaches the best baseline's Frechet distance at the largest budget, and
     the ratio of the NFEs.
 (c) Cost: wall time of a steady-state run per rollout and per node, against the number of rollouts
-    (should not grow faster than linearly in the tree's size), with the tree's bytes.
+    (should not grow faster than linearly in the tree's size), with the tree's bytes and the process's
+    peak resident memory so far (``--cost-only``: this part alone, in a fresh process).
 
 Each figure is printed with the command line that made it.
 """
@@ -36,9 +37,9 @@ Each figure is printed with the command line that made it.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import jax
@@ -52,10 +53,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tables import print_table  # noqa: E402
 from smc import _conditioning as C  # noqa: E402  (the exact problems of the tests)
-from digits_classes import make_program  # noqa: E402
+from digits_classes import make_program, run_class  # noqa: E402
 
 PROBLEMS = {"gaussian": lambda: C.quadratic_reward(2), "linear": lambda: C.linear_reward(2)}
-DIGIT_SAMPLERS = ("dts", "dts(selection_scale=0)", "dts_star", "fk_steering", "twisted", "dps", "best_of_n")
+DIGIT_SAMPLERS = ("dts", "dts(honest=False)", "dts(selection_scale=0)", "dts_star", "fk_steering", "twisted", "dps", "best_of_n")
 BASELINES = ("fk_steering", "twisted", "dps", "best_of_n")
 
 
@@ -84,10 +85,11 @@ def accuracy(args):
             nfe = float(np.median(idata.diagnostics["nfe"].values))
             particles = max(8, int(round(nfe / 100)))
             entries = [("dts", idata, seconds, nfe)]
-            uniform, s_uniform = run(problem, ppd.tree.dts(rollouts, batch_size=batch, selection_scale=0.0),
+            for label, options in (("dts(honest=False)", dict(honest=False)),
+                                   ("dts(selection_scale=0)", dict(selection_scale=0.0, honest=False))):
+                other, s_other = run(problem, ppd.tree.dts(rollouts, batch_size=batch, **options),
                                      jax.random.key(rollouts), args.chains)
-            entries.append(("dts(selection_scale=0)", uniform, s_uniform,
-                            float(np.median(uniform.diagnostics["nfe"].values))))
+                entries.append((label, other, s_other, float(np.median(other.diagnostics["nfe"].values))))
             for label, make in (("bootstrap", ppd.smc.bootstrap), ("twisted", ppd.smc.twisted),
                                 ("fk_steering", ppd.smc.fk_steering)):
                 smc, s = run(problem, make(particles), jax.random.key(rollouts), args.chains)
@@ -130,10 +132,12 @@ def cost(args):
         seconds = time.perf_counter() - t0
         nodes = int(tree.num_nodes)
         nbytes = sum(np.asarray(a).nbytes for a in jax.tree.leaves(tree))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
         rows.append([rollouts, nodes, f"{seconds:.2f}", f"{1e3 * seconds / rollouts:.2f}",
-                     f"{1e6 * seconds / rollouts / nodes:.3f}", f"{nbytes / 2**20:.1f}"])
+                     f"{1e6 * seconds / rollouts / nodes:.3f}", f"{nbytes / 2**20:.1f}", f"{peak:.0f}"])
     print(f"\n(c) cost of growing a tree (batch {args.batch}, 100 steps, d = 2)")
-    print_table(["rollouts", "nodes", "seconds", "ms / rollout", "us / rollout / node", "tree MiB"], rows)
+    print_table(["rollouts", "nodes", "seconds", "ms / rollout", "us / rollout / node", "tree MiB",
+                 "process peak RSS MiB"], rows)
 
 
 def digits_sampler(name, budget, steps, batch, draws):
@@ -143,8 +147,9 @@ def digits_sampler(name, budget, steps, batch, draws):
     rollouts = n // batch * batch
     return {
         "dts": lambda: ppd.tree.dts(rollouts, batch_size=batch, num_draws=draws),
+        "dts(honest=False)": lambda: ppd.tree.dts(rollouts, batch_size=batch, num_draws=draws, honest=False),
         "dts(selection_scale=0)": lambda: ppd.tree.dts(rollouts, batch_size=batch, num_draws=draws,
-                                                       selection_scale=0.0),
+                                                       selection_scale=0.0, honest=False),
         "dts_star": lambda: ppd.tree.dts_star(rollouts, batch_size=batch, num_draws=draws),
         "fk_steering": lambda: ppd.smc.fk_steering(n),
         "twisted": lambda: ppd.smc.twisted(n),
@@ -200,12 +205,8 @@ def digits(args):
             fd, log_pc, diversity, nfe, seconds, bad = [], [], [], [], [], 0
             for c in args.classes:
                 sampler, size = digits_sampler(name, budget, args.steps, args.digits_batch, args.draws)
-                start = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    idata = ppd.infer(program, sampler, jax.random.key(args.seed * 1000 + c), num_chains=args.chains,
-                                      progress_bar=False, c=np.asarray(c, np.int32))
-                seconds.append(time.perf_counter() - start)
+                idata, took = run_class(program, sampler, jax.random.key(args.seed * 1000 + c), args.chains, c)
+                seconds.append(took)
                 nfe.extend(run_nfe(idata))
                 x = np.asarray(idata.posterior["x"].values)  # (chain, draw, 8, 8)
                 pooled = []
@@ -223,14 +224,15 @@ def digits(args):
                 fd.append(ppd.metrics.frechet_distance(np.asarray(features(jnp.asarray(pooled))), test[c])
                           if len(pooled) > 1 else np.nan)
             curves.setdefault(name, []).append((float(np.median(nfe)), float(np.nanmean(fd))))
-            rows.append([budget, name, size, f"{np.median(nfe):.0f}", f"{np.nanmean(fd):.1f}",
+            per_class = " / ".join(f"{v:.1f}" for v in fd)
+            rows.append([budget, name, size, f"{np.median(nfe):.0f}", f"{np.nanmean(fd):.1f} ({per_class})",
                          f"{np.mean(log_pc):.3f}", f"{np.mean(diversity):.2f}",
                          f"{np.mean(seconds[1:] or seconds):.1f}" + (f" ({bad} non-finite)" if bad else "")])
             print(f"{budget} {name}: {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     rows.append(["-", "training images", "-", "-", f"{np.mean(floor):.1f}", "", "", ""])
     print(f"\n(b) digits, classes {args.classes}, {args.steps} steps, {args.chains} chain(s) per class and run, "
           f"{args.draws} draws per chain; Frechet and the rest: mean over the classes")
-    print_table(["budget", "sampler", "rollouts / N", "NFE per run", "Frechet", "E[log p(c | x)]", "diversity",
+    print_table(["budget", "sampler", "rollouts / N", "NFE per run", "Frechet (per class)", "E[log p(c | x)]", "diversity",
                  "s / run"], rows)
     baselines = [b for b in BASELINES if b in curves]
     if not baselines:
@@ -238,7 +240,7 @@ def digits(args):
     best = min(baselines, key=lambda b: max(curves[b])[1])
     best_nfe, target = max(curves[best])
     print(f"\nbest baseline at its largest budget: {best}, Frechet {target:.2f} at {best_nfe:.0f} NFE")
-    for name in ("dts", "dts(selection_scale=0)"):
+    for name in ("dts", "dts(honest=False)", "dts(selection_scale=0)"):
         if name not in curves:
             continue
         nfe = first_match(curves[name], target)
@@ -295,10 +297,14 @@ def main():
     parser.add_argument("--digits-batch", type=int, default=64, help="--digits: rollouts per batch (at most)")
     parser.add_argument("--steps", type=int, default=50, help="--digits: DDPM steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cost-only", action="store_true", help="run the cost part (c) alone")
     args = parser.parse_args()
     print("command: python benchmarks/tree.py " + " ".join(sys.argv[1:]))
     if args.digits:
         digits(args)
+        return
+    if args.cost_only:
+        cost(args)
         return
     curves = accuracy(args)
     cost(args)
