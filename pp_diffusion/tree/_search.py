@@ -239,9 +239,7 @@ def build(settings: TreeSettings, fk, *, signature=None) -> TreeKernel:
                 # a child with no selection value yet borrows the log-mean-exp of its siblings'
                 known = mine & ~jnp.isnan(tree.select_value)
                 s = jnp.where(known, tree.select_value, -jnp.inf)
-                top = jnp.max(s)
-                safe = jnp.where(jnp.isfinite(top), top, 0.0)
-                borrowed = safe + jnp.log(jnp.sum(jnp.exp(s - safe))) - jnp.log(jnp.maximum(jnp.sum(known), 1))
+                borrowed = jax.nn.logsumexp(s) - jnp.log(jnp.maximum(jnp.sum(known), 1))
                 s = jnp.where(jnp.isnan(tree.select_value), borrowed, s)
                 child = _choose(jax.random.fold_in(key, level), mine, settings.selection_scale * s)
             else:

@@ -153,6 +153,13 @@ def _child_lse(tree: Tree, child_level: int, values=None, group: int | None = No
     return lse, count
 
 
+def _child_mean(tree: Tree, child_level: int, values=None, group: int | None = None):
+    """log (1/|C(n)|) sum_c exp values(c) over each node's children (as :func:`_child_lse`; -inf where
+    there are none), and how many there are."""
+    lse, count = _child_lse(tree, child_level, values, group)
+    return lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), count
+
+
 def backup(tree: Tree, depth: int, honest: bool = False) -> Tree:
     """Every inner node's soft value from its children, from level ``depth - 1`` up to the root (and, for
     an honest tree, its selection value; see the module docstring)."""
@@ -161,14 +168,13 @@ def backup(tree: Tree, depth: int, honest: bool = False) -> Tree:
     select = tree.select_value
     for level in range(depth - 1, -1, -1):
         inner = tree.level == level
-        lse, count = _child_lse(tree._replace(value=value), level + 1, group=0)
-        value = jnp.where(inner & (count > 0), lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), value)
+        mean, count = _child_mean(tree._replace(value=value), level + 1, group=0)
+        value = jnp.where(inner & (count > 0), mean, value)
         if honest:
-            lse, count = _child_lse(tree, level + 1, full)
-            full = jnp.where(inner & (count > 0), lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), full)
-            lse, count = _child_lse(tree, level + 1, full, group=1)
-            mean = jnp.where(count > 0, lse - jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), jnp.nan)
-            select = jnp.where(inner, jnp.where(tree.group == 0, mean, full), select)
+            mean, count = _child_mean(tree, level + 1, full)
+            full = jnp.where(inner & (count > 0), mean, full)
+            mean, count = _child_mean(tree, level + 1, full, group=1)
+            select = jnp.where(inner, jnp.where(tree.group == 0, jnp.where(count > 0, mean, jnp.nan), full), select)
     if not honest:
         return tree._replace(value=value, select_value=value)
     return tree._replace(value=jnp.where(tree.group == 0, value, full),

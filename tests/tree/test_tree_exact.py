@@ -4,9 +4,10 @@ budget, with DTS's defaults (the paper's selection rule, honest values).
 
 The distance to the exact posterior falls from 256 to 4,096 rollouts, and at 4,096 the median |log Z
 error| is below 0.3 nat in d = 2 (0.75 in d = 8, where the estimate is still 0.3-0.5 nat low at 4,096
-rollouts, as with uniform selection: exp(v) is unbiased, its log is not; at 16,384 the median is -0.05). The paper's estimator (``honest=False``) is biased low at these budgets (1.3 nat on the
-Gaussian likelihood in d = 2) and fails the log Z bound: set ``PAPER_RULE = True`` to print its
-figures beside these (docs/samplers.md, "Tree sampling", has them).
+rollouts, as with uniform selection: exp(v) is unbiased, its log is not; at 16,384 the median is -0.05).
+The paper's estimator (``honest=False``) is biased low at these budgets (1.3 nat on the Gaussian
+likelihood in d = 2) and fails the log Z bound: set ``PAPER_RULE = True`` to print its figures beside
+these (docs/samplers.md, "Tree sampling", has them).
 
 DTS* (a search) finds a higher max log G than best-of-N at the same NFE on the linear tilt in d = 2,
 whose reward grows without bound in one direction, so that a search has something to find."""
