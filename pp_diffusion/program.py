@@ -713,13 +713,14 @@ def _potential(program, info, data, readings, lg, data_var):
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None,
-                energy_targets: bool = False) -> FeynmanKacModel:
+                energy_targets: bool = False, stochastic: bool = True) -> FeynmanKacModel:
     """Build the Feynman–Kac model of a conditioned program (its structure is read eagerly from
     ``info.data``; the observations come from ``data``, which may be traced).
 
     ``data_var`` overrides the model's ``data_var`` in the Gaussian twists. A diffusion site that is an
     :class:`~pp_diffusion.energy.EnergyPrior` is refused unless ``energy_targets`` (the sampler weighs
-    its energies: :func:`pp_diffusion.smc.energy`)."""
+    its energies: :func:`pp_diffusion.smc.energy`). ``stochastic=False`` accepts any chain of the prior,
+    deterministic integrators included (for samplers that weigh nothing: particle guidance)."""
     check_conditionable(info)
     from pp_diffusion.energy import EnergyPrior
 
@@ -728,7 +729,7 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
             f"the diffusion site {info.site!r} is an energy prior ({info.prior.model.name}): its target "
             "exp(-sum_k beta_k E_k) is sampled by pp_diffusion.smc.energy; this sampler would run the chain of the "
             "summed score, which samples a different law")
-    if info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None):
+    if stochastic and (info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None)):
         raise ValueError(
             "conditioning samplers need the stochastic DDIM-family chain: build the prior as "
             f"DiffusionPrior(model, eta > 0) or with x0_var, got eta={info.prior.eta} "

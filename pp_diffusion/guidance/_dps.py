@@ -35,14 +35,19 @@ from pp_diffusion.smc._twisted import chain_moves
 __all__ = ["dps"]
 
 
-def _residual_norm_potential(lg) -> potentials.Potential:
-    """log h_t = -||y - A xhat_0(x_t)|| (unwhitened, as the paper); its gradient is the normalised step."""
+def residual_norm(lg):
+    """x0 -> -||y - A x0|| (unwhitened, as the paper): the normalised step is its gradient through xhat_0."""
 
     def neg_norm(x0):
         r = lg.y - lg.A @ jnp.reshape(x0, -1)
         return -jnp.sqrt(jnp.sum(r**2) + 1e-30)  # finite gradient at r = 0
 
-    return potentials.tweedie_lookahead(neg_norm)
+    return neg_norm
+
+
+def _residual_norm_potential(lg) -> potentials.Potential:
+    """log h_t = -||y - A xhat_0(x_t)||; its gradient is the normalised step."""
+    return potentials.tweedie_lookahead(residual_norm(lg))
 
 
 def dps(num_samples: int = 1000, *, scale: float = 1.0, normalize: bool | None = None) -> Sampler:

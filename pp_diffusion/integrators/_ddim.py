@@ -52,6 +52,17 @@ def coefficients(schedule, t, s, eta, x0_var=None):
     return alpha_t, sigma_t, alpha_s, noise_coef, std
 
 
+def _score_coefficient(alpha_t, sigma_t, alpha_s, noise_coef):
+    return alpha_s * sigma_t**2 / alpha_t - sigma_t * noise_coef
+
+
+def score_coefficient(schedule, t, s, eta, x0_var=None):
+    """k_t, the coefficient of the score in the DDIM(eta) kernel mean from t to s: a score shift g moves
+    the mean by k_t g."""
+    alpha_t, sigma_t, alpha_s, noise_coef, _ = coefficients(schedule, t, s, eta, x0_var)
+    return _score_coefficient(alpha_t, sigma_t, alpha_s, noise_coef)
+
+
 def multistep_x0(x0_hat, x0_prev, lam_prev, lam_t, lam_s):
     """The second-order data prediction D = xhat_0 + h / (2 h') (xhat_0 - x0_prev) (module docstring),
     from the prediction ``x0_prev`` made at half log-SNR ``lam_prev``; xhat_0 itself when
@@ -67,7 +78,7 @@ def kernel_moments(schedule, x, x0_pred, t, s, eta, x0_var=None):
     (xhat_0, or the multistep D), and k_t = alpha_s sigma_t^2 / alpha_t - sigma_t noise_coef, the
     coefficient of the score in the first-order mean (TDS's shift is k_t grad log h_t)."""
     alpha_t, sigma_t, alpha_s, noise_coef, std = coefficients(schedule, t, s, eta, x0_var)
-    k = alpha_s * sigma_t**2 / alpha_t - sigma_t * noise_coef
+    k = _score_coefficient(alpha_t, sigma_t, alpha_s, noise_coef)
     eps_hat = (x - alpha_t * x0_pred) / sigma_t
     return alpha_s * x0_pred + noise_coef * eps_hat, std, k
 
