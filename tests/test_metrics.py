@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pp_diffusion.metrics import frechet_distance, gaussian_frechet_distance, nearest_neighbour_distance
+from pp_diffusion.metrics import (
+    frechet_distance,
+    gaussian_frechet_distance,
+    nearest_neighbour_distance,
+)
 from pp_diffusion.metrics import sliced_wasserstein as _sliced_wasserstein
 
 KEY = jax.random.key(0)
@@ -207,3 +211,205 @@ def test_interval_coverage_of_a_calibrated_and_a_too_narrow_posterior():
     assert interval_coverage(0.5 * draws, truth) == pytest.approx(0.59, abs=0.03)
     # the draws' axis can be any axis
     assert interval_coverage(draws.T, truth, axis=1) == interval_coverage(draws, truth)
+
+
+# --------------------------------------------------------------------------- diversity within groups
+
+
+def _entropy_exp(eigenvalues):
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = lam[lam > 0]
+    return float(np.exp(-np.sum(lam * np.log(lam))))
+
+
+def test_mean_pairwise_distance_by_hand():
+    from pp_diffusion.metrics import mean_pairwise_distance
+
+    line = [[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]  # distances 1, 3, 2: mean 2
+    triangle = [[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]]  # distances 3, 4, 5: mean 4
+    got = mean_pairwise_distance(np.array([line, triangle]))
+    assert got.shape == (2,)
+    np.testing.assert_allclose(got, [2.0, 4.0], rtol=1e-12)
+    # vectors as one event axis of length 1, and event axes flattened
+    assert mean_pairwise_distance(np.array([0.0, 1.0, 3.0])[None, :, None])[0] == pytest.approx(2.0, rel=1e-12)
+    assert mean_pairwise_distance(np.array(triangle).reshape(1, 3, 2, 1))[0] == pytest.approx(4.0, rel=1e-12)
+    # identical samples are at distance exactly 0
+    assert mean_pairwise_distance(np.full((1, 4, 3), 0.7))[0] == 0.0
+
+
+def test_vendi_score_of_identical_orthogonal_and_far_apart_samples():
+    from pp_diffusion.metrics import vendi_score
+
+    rng = np.random.default_rng(0)
+    row = rng.normal(size=6)
+    identical = np.tile(row, (5, 1))[None]
+    assert vendi_score(identical)[0] == pytest.approx(1.0, abs=1e-6)
+    assert vendi_score(identical, kernel="rbf", bandwidth=1.0)[0] == pytest.approx(1.0, abs=1e-6)
+    # 5 mutually orthogonal vectors of different lengths in 7-D (cosine ignores the length)
+    q, _ = np.linalg.qr(rng.normal(size=(7, 7)))
+    orthogonal = (q[:5] * rng.uniform(0.5, 3.0, size=(5, 1)))[None]
+    assert vendi_score(orthogonal)[0] == pytest.approx(5.0, abs=1e-6)
+    # rbf: 4 points 100 apart with bandwidth 1 give K = I
+    far = (100.0 * np.arange(4.0))[None, :, None]
+    assert vendi_score(far, kernel="rbf", bandwidth=1.0)[0] == pytest.approx(4.0, abs=1e-6)
+    # several groups at once, each its own value
+    nearly_orthogonal = identical + 1e3 * np.eye(5, 6)[None]
+    scores = vendi_score(np.concatenate([identical, nearly_orthogonal]))
+    assert scores.shape == (2,)
+    assert scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert 4.0 < scores[1] < 5.0
+
+
+@pytest.mark.parametrize("angle", [0.3, 1.0, 2.5])
+def test_vendi_score_of_two_points_against_the_formula(angle):
+    """Two points with similarity c: K / 2 has the eigenvalues (1 +- c) / 2."""
+    from pp_diffusion.metrics import vendi_score
+
+    c = np.cos(angle)
+    pair = np.array([[[2.0, 0.0], [np.cos(angle), np.sin(angle)]]])
+    expected = _entropy_exp([(1 + c) / 2, (1 - c) / 2])
+    assert vendi_score(pair)[0] == pytest.approx(expected, rel=1e-10)
+    # rbf: c = exp(-|a - b|^2 / h)
+    h = 1.7
+    c = np.exp(-np.sum((pair[0, 0] - pair[0, 1]) ** 2) / h)
+    expected = _entropy_exp([(1 + c) / 2, (1 - c) / 2])
+    assert vendi_score(pair, kernel="rbf", bandwidth=h)[0] == pytest.approx(expected, rel=1e-10)
+    # the same through a callable kernel
+    rbf = lambda a, b: np.exp(-np.sum((a - b) ** 2) / h)
+    assert vendi_score(pair, kernel=rbf)[0] == pytest.approx(expected, rel=1e-10)
+
+
+def test_vendi_score_callable_kernel_matches_the_built_in_ones():
+    from pp_diffusion.metrics import vendi_score
+
+    z = np.random.default_rng(1).normal(size=(3, 6, 2, 2))
+    cosine = lambda a, b: a @ b / np.sqrt((a @ a) * (b @ b))
+    np.testing.assert_allclose(vendi_score(z, kernel=cosine), vendi_score(z), rtol=1e-10)
+    values = vendi_score(z, kernel="rbf", bandwidth=2.0)
+    assert np.all((values > 1.0) & (values < 6.0))
+
+
+def test_expected_modes_covered_exact_value():
+    from pp_diffusion.metrics import expected_modes_covered
+
+    assert expected_modes_covered(np.ones(10), 10) == pytest.approx(6.5132, abs=1e-3)
+    assert expected_modes_covered(np.ones(10), 10) == pytest.approx(10 * (1 - 0.9**10), rel=1e-12)
+    assert expected_modes_covered([3.0, 1.0], 1) == pytest.approx(1.0, rel=1e-12)
+    assert expected_modes_covered([3.0, 1.0, 0.0], 2) == pytest.approx(2 - 0.25**2 - 0.75**2, rel=1e-12)
+
+
+def test_expected_modes_covered_against_monte_carlo():
+    from pp_diffusion.metrics import expected_modes_covered, modes_covered
+
+    rng = np.random.default_rng(2)
+    weights = np.array([0.35, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04, 0.02])
+    n, groups = 8, 20_000
+    labels = rng.choice(len(weights), size=(groups, n), p=weights)
+    counts = modes_covered(labels, num_modes=len(weights))
+    assert counts.shape == (groups,)
+    np.testing.assert_array_equal(counts[:200], [len(set(row)) for row in labels[:200]])
+    se = counts.std(ddof=1) / np.sqrt(groups)
+    # unnormalised weights: normalised inside
+    assert abs(counts.mean() - expected_modes_covered(weights * 7.0, n)) < 4 * se
+
+
+def test_modes_covered_by_hand():
+    from pp_diffusion.metrics import modes_covered
+
+    labels = np.array([[0, 0, 0, 0], [3, 1, 3, 2], [0, 1, 2, 3]])
+    np.testing.assert_array_equal(modes_covered(labels), [1, 3, 4])
+    np.testing.assert_array_equal(modes_covered(labels, num_modes=4), [1, 3, 4])
+
+
+def test_mixture_labels_near_the_means():
+    from pp_diffusion import GaussianMixture
+    from pp_diffusion.metrics import mixture_labels, modes_covered
+
+    means = np.array([[-10.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    gm = GaussianMixture([0.2, 0.5, 0.3], means, [1.0, 0.5, 2.0])
+    rng = np.random.default_rng(3)
+    order = np.array([[2, 0, 1], [1, 1, 0]])
+    x = means[order] + 0.5 * rng.normal(size=order.shape + (2,))
+    labels = mixture_labels(gm, x)
+    assert labels.shape == (2, 3)
+    assert np.issubdtype(labels.dtype, np.integer)
+    np.testing.assert_array_equal(labels, order)
+    np.testing.assert_array_equal(modes_covered(labels), [3, 2])
+    # one sample of shape (d,) gives a 0-d label
+    assert int(mixture_labels(gm, means[1])) == 1
+    # the exact draws' labels follow the weights
+    draws = np.asarray(gm.sample(jax.random.key(4), 4000))
+    frequencies = np.bincount(mixture_labels(gm, draws), minlength=3) / 4000
+    np.testing.assert_allclose(frequencies, [0.2, 0.5, 0.3], atol=0.03)
+
+
+def test_marginal_distortion_of_exact_and_shifted_draws():
+    from pp_diffusion.metrics import marginal_distortion
+
+    rng = np.random.default_rng(5)
+    d = 3
+    exact = rng.normal(size=(4000, d)).astype(np.float32)
+    groups = exact[:2000].reshape(200, 10, d)
+    same = marginal_distortion(KEY, groups, exact[2000:])
+    assert 0.0 < same < 0.1
+    # pooling is the plain reshape
+    assert same == pytest.approx(float(_sliced_wasserstein(KEY, exact[:2000], exact[2000:], num_directions=1000)),
+                                 rel=1e-6)
+    # a shift of length 1: SW1 = E|theta_1| = 1/2 over uniform directions in 3-D
+    shift = np.ones(d, np.float32) / np.sqrt(d)
+    moved = marginal_distortion(KEY, groups + shift, exact[2000:])
+    assert moved > 5 * same
+    assert moved == pytest.approx(0.5, abs=0.1)
+    # event axes flattened on both sides
+    flat = marginal_distortion(KEY, groups.reshape(200, 10, d, 1), exact[2000:].reshape(2000, d, 1))
+    assert flat == pytest.approx(same, rel=1e-6)
+
+
+def test_diversity_metrics_reject_bad_input():
+    from pp_diffusion import GaussianMixture
+    from pp_diffusion.metrics import (
+        expected_modes_covered,
+        marginal_distortion,
+        mean_pairwise_distance,
+        mixture_labels,
+        modes_covered,
+        vendi_score,
+    )
+
+    z = np.random.default_rng(6).normal(size=(2, 4, 3))
+    for fn in (mean_pairwise_distance, vendi_score):
+        with pytest.raises(ValueError, match=r"groups must hold .* n >= 2"):
+            fn(z[:, :1])
+        with pytest.raises(ValueError, match=r"pass groups\[None\]"):
+            fn(z[0])
+    with pytest.raises(ValueError, match="positive bandwidth"):
+        vendi_score(z, kernel="rbf")
+    with pytest.raises(ValueError, match="positive bandwidth"):
+        vendi_score(z, kernel="rbf", bandwidth=-1.0)
+    with pytest.raises(ValueError, match="bandwidth is only used"):
+        vendi_score(z, bandwidth=1.0)
+    with pytest.raises(ValueError, match="kernel must be"):
+        vendi_score(z, kernel="laplace")
+    with pytest.raises(ValueError, match=r"k\(a, a\) = 1"):
+        vendi_score(z, kernel=lambda a, b: 2.0)
+    with pytest.raises(ValueError, match="zero row"):
+        vendi_score(np.zeros((1, 3, 2)))
+    with pytest.raises(ValueError, match="weights"):
+        expected_modes_covered([0.5, -0.1, 0.6], 3)
+    with pytest.raises(ValueError, match="weights"):
+        expected_modes_covered([0.0, 0.0], 3)
+    with pytest.raises(ValueError, match="n must be"):
+        expected_modes_covered([1.0, 1.0], -1)
+    with pytest.raises(ValueError, match="labels must be an integer array"):
+        modes_covered(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="labels must be an integer array"):
+        modes_covered(np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match=r"\[0, num_modes\)"):
+        modes_covered(np.array([[0, 4]]), num_modes=4)
+    gm = GaussianMixture([1.0, 1.0], [[0.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\)"):
+        mixture_labels(gm, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="same dimension"):
+        marginal_distortion(KEY, z, np.zeros((10, 2)))
+    with pytest.raises(ValueError, match=r"pass groups\[None\]"):
+        marginal_distortion(KEY, z[0], np.zeros((10, 3)))

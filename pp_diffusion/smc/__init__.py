@@ -14,3 +14,4 @@ from pp_diffusion.smc._twisted import bootstrap as bootstrap, fk_steering as fk_
 from pp_diffusion.smc._mcgdiff import mcgdiff as mcgdiff
 from pp_diffusion.smc._svdd import svdd as svdd
 from pp_diffusion.smc._energy import energy as energy
+from pp_diffusion.smc._repulsive import repulsive as repulsive
