@@ -12,3 +12,6 @@ from pp_diffusion.integrators._base import (
 from pp_diffusion.integrators._ddim import ddim as ddim, ddpm as ddpm, transition as ddim_transition
 from pp_diffusion.integrators._dpm_solver import dpm_solver_pp as dpm_solver_pp
 from pp_diffusion.integrators._unipc import unipc as unipc
+from pp_diffusion.integrators._conjugate import lambda_ddim as lambda_ddim
+from pp_diffusion.integrators._deis import deis as deis
+from pp_diffusion.integrators._edm import edm_euler as edm_euler, edm_heun as edm_heun
