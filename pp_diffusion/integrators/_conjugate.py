@@ -94,6 +94,7 @@ from pp_diffusion.integrators._deis import (
     push,
     rho,
     select_order,
+    step_terms,
 )
 
 LAMBDA_MIN = -10.0  # see the module docstring; the upper bound, lambda < 1, keeps 1 + lambda (s - t) > 0
@@ -170,11 +171,7 @@ def lambda_ddim(lam: float = 0.0, order: int = 1) -> Integrator:
         del rng_key  # deterministic
         sched, z = model.schedule, state.x
         dtype = jnp.result_type(z)
-        t, s = jnp.asarray(t, dtype), jnp.asarray(s, dtype)
-        alpha_t, sigma_t, alpha_s = sched.alpha(t), sched.sigma(t), sched.alpha(s)
-        rho_t, rho_s = sigma_t / alpha_t, rho(sched, s)
-        x0_hat = model.denoise(z, t)
-        eps = (z - alpha_t * x0_hat) / sigma_t
+        t, s, alpha_t, sigma_t, alpha_s, rho_t, rho_s, x0_hat, eps = step_terms(model, z, t, s)
         u = z / alpha_t
         xhat = jnp.exp(lam * t) * u  # A_t z
         taus, weights = gauss_legendre(s, t, dtype)  # the rule on [s, t], shared by both integrals

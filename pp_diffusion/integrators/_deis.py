@@ -115,6 +115,31 @@ def select_order(candidates, available):
     return out
 
 
+class StepTerms(NamedTuple):
+    """What an eps-based step from t to s reads off the schedule and the model: the times in the state's
+    dtype, alpha_t, sigma_t, alpha_s, rho = sigma / alpha at t and s, xhat_0(x_t) and its eps."""
+
+    t: jax.Array
+    s: jax.Array
+    alpha_t: jax.Array
+    sigma_t: jax.Array
+    alpha_s: jax.Array
+    rho_t: jax.Array
+    rho_s: jax.Array
+    x0_hat: jax.Array
+    eps: jax.Array
+
+
+def step_terms(model, x, t, s) -> StepTerms:
+    """:class:`StepTerms` at (x, t) towards s: one network evaluation."""
+    sched, dtype = model.schedule, jnp.result_type(x)
+    t, s = jnp.asarray(t, dtype), jnp.asarray(s, dtype)
+    alpha_t, sigma_t, alpha_s = sched.alpha(t), sched.sigma(t), sched.alpha(s)
+    x0_hat = model.denoise(x, t)
+    eps = (x - alpha_t * x0_hat) / sigma_t
+    return StepTerms(t, s, alpha_t, sigma_t, alpha_s, sigma_t / alpha_t, rho(sched, s), x0_hat, eps)
+
+
 def push(history, value):
     """The history with ``value`` prepended and its oldest entry dropped."""
     if history.shape[0] == 0:
@@ -156,11 +181,7 @@ def deis(order: int = 2) -> Integrator:
         del rng_key  # deterministic
         sched, x = model.schedule, state.x
         dtype = jnp.result_type(x)
-        t, s = jnp.asarray(t, dtype), jnp.asarray(s, dtype)
-        alpha_t, sigma_t, alpha_s = sched.alpha(t), sched.sigma(t), sched.alpha(s)
-        rho_t, rho_s = sigma_t / alpha_t, rho(sched, s)
-        x0_hat = model.denoise(x, t)
-        eps = (x - alpha_t * x0_hat) / sigma_t
+        t, s, alpha_t, sigma_t, alpha_s, rho_t, rho_s, x0_hat, eps = step_terms(model, x, t, s)
         eps_hist = [eps] + [state.eps_history[j] for j in range(order - 1)]
         h = s - t  # < 0; nodes and quadrature in the offset tau - t
         offsets = history_nodes(state.t_history - t, state.count, h, order)
