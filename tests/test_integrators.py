@@ -51,7 +51,8 @@ INTEGRATORS = {
     "ddpm": ddpm(),
     "dpm_solver_pp_1": dpm_solver_pp(1),
     "dpm_solver_pp_2": dpm_solver_pp(2),
-    "dpm_solver_pp_3": dpm_solver_pp(3),
+    "dpm_solver_pp_3": dpm_solver_pp(3),  # the default: the reference implementation's phi_3 term
+    "dpm_solver_pp_3_taylor": dpm_solver_pp(3, third_order="taylor"),
     "unipc_1": unipc(1),
     "unipc_2": unipc(2),
     "unipc_3": unipc(3),
@@ -267,9 +268,10 @@ def test_reference_ode_matches_closed_form(gaussian_x_T):
 
 # Error ratio when the steps double (40 -> 80), float64; measured (the same for every seed, the
 # problem being linear): DDIM 1.97; DPM-Solver++(2M) 3.94; UniPC-1 (UniP-1 = DDIM, plus UniC)
-# 3.96; UniPC-2 7.83; DPM-Solver++(3M) 16.0. (20 -> 40: 1.94, 3.71, 3.83, 7.30, 15.8.) The 3M
-# update as written in the reference implementation measured 4.4 (second order; see
-# pp_diffusion/integrators/_dpm_solver.py).
+# 3.96; UniPC-2 7.83; DPM-Solver++(3M) with third_order="taylor" 16.0. (20 -> 40: 1.94, 3.71,
+# 3.83, 7.30, 15.8.) The 3M update as written in the reference implementation (the default,
+# third_order="reference", chosen for its accuracy on the mixture benchmark) measured 4.4: second
+# order (see pp_diffusion/integrators/_dpm_solver.py).
 @pytest.mark.parametrize(
     "name, low, high",
     [
@@ -277,7 +279,8 @@ def test_reference_ode_matches_closed_form(gaussian_x_T):
         ("dpm_solver_pp_2", 3.4, 4.6),  # second order
         ("unipc_1", 3.4, 4.6),  # the corrector raises UniP-1 (= DDIM) to second order
         ("unipc_2", 6.4, None),  # third order
-        ("dpm_solver_pp_3", 6.4, None),  # third order
+        ("dpm_solver_pp_3_taylor", 6.4, None),  # third order
+        ("dpm_solver_pp_3", 3.4, 5.5),  # the reference form: second order
     ],
 )
 def test_convergence_order_on_a_gaussian(gaussian_x_T, name, low, high):
@@ -288,10 +291,12 @@ def test_convergence_order_on_a_gaussian(gaussian_x_T, name, low, high):
 
 
 def test_higher_order_methods_are_more_accurate_on_a_gaussian(gaussian_x_T):
-    # at 40 steps (measured): DDIM 6.3e-2, DPM-Solver++(2M) 3.8e-3, DPM-Solver++(3M) 2.0e-4
-    # (the reference-implementation 3M: 1.5e-3)
-    e_ddim, e_2m, e_3m = (_order_errors(name, [40], gaussian_x_T)[0] for name in ["ddim", "dpm_solver_pp_2", "dpm_solver_pp_3"])
+    # at 40 steps (measured): DDIM 6.3e-2, DPM-Solver++(2M) 3.8e-3, DPM-Solver++(3M) with
+    # third_order="taylor" 2.0e-4 (the reference-implementation form, the default: 1.5e-3)
+    e_ddim, e_2m, e_3m, e_ref = (_order_errors(name, [40], gaussian_x_T)[0]
+                                 for name in ["ddim", "dpm_solver_pp_2", "dpm_solver_pp_3_taylor", "dpm_solver_pp_3"])
     assert e_3m < e_2m / 5 < e_ddim / 50
+    assert e_3m < e_ref < e_2m
 
 
 # --------------------------------------------------------------------------- identities between methods
@@ -321,7 +326,9 @@ def test_unip_predictor_is_dpm_solver_pp_multistep(case, order):
     # measured max difference 2e-6-6e-6 (2M) and 6e-5-2.4e-4 (3M, float32 round-off amplified
     # near the boundaries between components), median <= 2.4e-7; with the reference
     # implementation's 3M update the max difference was 0.23.
-    diff = np.abs(case.draws(f"unip_{order}", 20) - case.draws(f"dpm_solver_pp_{order}", 20))
+    # (for order 3 this holds for the third_order="taylor" form, not the default reference form)
+    other = "dpm_solver_pp_3_taylor" if order == 3 else "dpm_solver_pp_2"
+    diff = np.abs(case.draws(f"unip_{order}", 20) - case.draws(other, 20))
     assert diff.max() < 1e-3
     assert np.median(diff) < 1e-5
 
@@ -436,3 +443,37 @@ def test_ddim_rejects_eta_outside_unit_interval(eta):
 def test_orders_outside_one_to_three_are_rejected(factory, order):
     with pytest.raises(ValueError, match="order"):
         factory(order)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"third_order": "exact"}, "third_order"),
+    ({"steps": 0}, "steps"),
+    ({"steps": 2.5}, "steps"),
+])
+def test_dpm_solver_pp_rejects_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dpm_solver_pp(3, **kwargs)
+
+
+def test_unipc_rejects_bad_steps():
+    with pytest.raises(ValueError, match="steps"):
+        unipc(3, steps=-1)
+
+
+def _run(integrator, x_T, steps):
+    keys = jax.random.split(jax.random.key(0), x_T.shape[0])
+    return np.asarray(_integrate_batch(integrator, MODEL, keys, x_T, schedules.uniform_t(SCHEDULE, steps)))
+
+
+def test_lower_order_final_uses_the_orders_steps_remaining_allow():
+    x_T = np.asarray(SCHEDULE.sigma(1.0) * jax.random.normal(jax.random.key(SEED), (64, 2)))
+    # 3 steps, order 3 with lower-order final: orders 1, min(2, 3 - 1) = 2, then the first-order step
+    # into clean data, which is DPM-Solver++(2M) / UniPC-2 on the same grid
+    np.testing.assert_allclose(_run(dpm_solver_pp(3, steps=3), x_T, 3), _run(dpm_solver_pp(2), x_T, 3), atol=1e-5)
+    np.testing.assert_allclose(_run(unipc(3, steps=3), x_T, 3), _run(unipc(2), x_T, 3), atol=1e-5)
+    # below 15 steps the penultimate step of 3M is second order, so the result changes ...
+    lof = _run(dpm_solver_pp(3, steps=6), x_T, 6)
+    assert np.abs(lof - _run(dpm_solver_pp(3, lower_order_final=False), x_T, 6)).max() > 1e-4
+    # ... and from 15 steps on it does not (diffusers' threshold); UniPC lowers at any number of steps
+    np.testing.assert_allclose(_run(dpm_solver_pp(3, steps=16), x_T, 16), _run(dpm_solver_pp(3), x_T, 16), atol=1e-6)
+    assert np.abs(_run(unipc(3, steps=16), x_T, 16) - _run(unipc(3), x_T, 16)).max() > 1e-5

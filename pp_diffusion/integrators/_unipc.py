@@ -14,6 +14,19 @@ evaluation to the divided differences; the evaluation is then reused by the next
 so UniPC costs one network evaluation per step, like DPM-Solver++. Orders drop at the start
 (not enough history) and on the final step into clean data, which is first order and exact
 there (x_0 = alpha_0 xhat_0).
+
+``lower_order_final`` (the default, effective when the number of ``steps`` is given): step k of
+N uses order min(order, N - k), as diffusers' ``UniPCMultistepScheduler`` does for any N, so
+UniPC-3's penultimate step is second order (and so is the corrector of that step, which the
+next evaluation applies). Kept at order 3 to the last step instead, UniPC-3 extrapolates the
+x0 predictions with a cubic through the final, largest change of x0(lambda), as a sample
+commits to a mixture component. On the 25-component mixture of ``benchmarks/integrators.py``
+(d = 64, 2,000 samples, the same x_T) the median per-sample RMS error at NFE 10 / 20 / 50 is
+0.041 / 0.0047 / 0.0017 lowered against 0.041 / 0.0216 / 0.0059 kept at order 3 (4.6x at NFE
+20); the RMSE, which the few samples that end in another component dominate, moves less
+(0.994 / 0.421 / 0.0028 against 1.000 / 0.423 / 0.0063). With ``steps`` and
+``lower_order_final`` the library's UniPC-2/3 reproduce diffusers' endpoints from the same x_T
+to float32 round-off.
 """
 
 from __future__ import annotations
@@ -76,10 +89,19 @@ def _update(x, m0, sigma_ratio, alpha_target, hh, lam0, lam_hist, m_hist, order,
     return out - alpha_target * b_h * (res + rhos[-1] * (model_t - m0))
 
 
-def unipc(order: int = 2, corrector: bool = True) -> Integrator:
-    """UniPC-``order`` with the B(h) = expm1(h) variant; ``corrector=False`` gives the bare UniP predictor."""
+def unipc(order: int = 2, corrector: bool = True, *, lower_order_final: bool = True,
+          steps: int | None = None) -> Integrator:
+    """UniPC-``order`` with the B(h) = expm1(h) variant; ``corrector=False`` gives the bare UniP predictor.
+
+    With ``steps`` (the number of steps of the grid) given and ``lower_order_final``, step k
+    (0-based) uses order min(order, steps - k), as diffusers' ``lower_order_final`` does (for any
+    number of steps); the step into clean data (sigma = 0) is first order whatever these are.
+    """
     if isinstance(order, bool) or not isinstance(order, int) or order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+    lower_final = bool(lower_order_final) and steps is not None
     hist = order  # the corrector of an order-p step needs p - 1 older predictions besides m0
 
     def init(x):
@@ -119,6 +141,8 @@ def unipc(order: int = 2, corrector: bool = True) -> Integrator:
         final = sigma_s == 0
         hh = jnp.where(final, -1.0, lam_t - half_log_snr(model, s))
         this_order = jnp.where(final, 1, jnp.minimum(state.count + 1, order))
+        if lower_final:
+            this_order = jnp.minimum(this_order, steps - state.count)
         lam_hist = jnp.concatenate([lam_t[None], state.lambda_history[:-1]])
         m_hist = jnp.concatenate([m_t[None], state.x0_history[:-1]], axis=0)
         ratio_s = sigma_s / sched.sigma(t)
