@@ -32,8 +32,12 @@ from pp_diffusion.integrators import (
     ddim,
     ddim_transition,
     ddpm,
+    deis,
     dpm_solver_pp,
+    edm_euler,
+    edm_heun,
     integrate,
+    lambda_ddim,
     unipc,
 )
 from pp_diffusion.metrics import sliced_wasserstein
@@ -397,9 +401,12 @@ def test_ddim_family_preserves_marginals_of_a_point_mass(eta):
 
 # --------------------------------------------------------------------------- cost and arguments
 
-@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+NEWER = {"edm_euler": edm_euler(), "edm_heun": edm_heun(), "deis_3": deis(3), "lambda_ddim_-0.5_3": lambda_ddim(-0.5, 3)}
+
+
+@pytest.mark.parametrize("name", sorted(INTEGRATORS) + sorted(NEWER))
 def test_nfe_per_step_counts_network_calls(name):
-    integrator = INTEGRATORS[name]
+    integrator = {**INTEGRATORS, **NEWER}[name]
     calls = []
 
     def network(x, t):
@@ -409,7 +416,7 @@ def test_nfe_per_step_counts_network_calls(name):
     model = DiffusionModel(network, "x0", SCHEDULE, (2,))
     state = integrator.init(jnp.zeros(2))
     jax.make_jaxpr(lambda st: integrator.step(jax.random.key(0), st, model, 0.5, 0.4))(state)
-    assert integrator.nfe_per_step == 1
+    assert integrator.nfe_per_step == (2 if name == "edm_heun" else 1)
     assert len(calls) == integrator.nfe_per_step
 
 

@@ -285,22 +285,6 @@ def test_every_schedule_runs_and_matches_the_closed_form(schedule_name):
 
 # --------------------------------------------------------------------------- cost and structure
 
-@pytest.mark.parametrize("name", NEW)
-def test_nfe_per_step_counts_network_calls(name):
-    integrator = INTEGRATORS[name]
-    calls = []
-
-    def network(x, t):
-        calls.append(None)  # counted at trace time: each call runs once per step
-        return MIXTURE.denoise(x, SCHEDULE.alpha(t), SCHEDULE.sigma(t))
-
-    model = DiffusionModel(network, "x0", SCHEDULE, (2,))
-    state = integrator.init(jnp.zeros(2))
-    jax.make_jaxpr(lambda st: integrator.step(jax.random.key(0), st, model, 0.5, 0.4))(state)
-    assert integrator.nfe_per_step == (2 if name == "edm_heun" else 1)
-    assert len(calls) == integrator.nfe_per_step
-
-
 @pytest.mark.parametrize("name", ["edm_heun", "deis_3", "lambda_ddim_-0.5_3"])
 def test_one_scan_whatever_the_number_of_steps(name):
     """The steps run in one lax.scan: the traced program (and so the compile time) is the same for

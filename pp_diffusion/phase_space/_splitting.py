@@ -262,27 +262,12 @@ def _xm(z):
     return z[0], z[1]
 
 
-def naive_symplectic_euler(sde: PSLD) -> SplittingIntegrator:
-    """x-then-m symplectic Euler on the PF-ODE, a fresh score for each update (2 NFE per step)."""
+def _symplectic_euler(sde: PSLD, fresh: bool) -> SplittingIntegrator:
+    """x-then-m symplectic Euler on the PF-ODE; ``fresh``: a new score for the m-update (2 NFE per step),
+    else the step's one score for both (1 NFE)."""
     _check_sde(sde)
     v_x, v_m = _pf_components(sde)
-
-    def step(rng_key, state, score_fn, t, s):
-        del rng_key
-        x, m = _xm(state.z)
-        h = t - s
-        x = x + h * v_x(x, m, score_fn(state.z, t)[0])
-        z1 = jnp.stack([x, m])
-        m = m + h * v_m(x, m, score_fn(z1, t)[1])
-        return _advance(state, jnp.stack([x, m])), _info(2)
-
-    return SplittingIntegrator(_init, step, 2, "naive_symplectic_euler", False)
-
-
-def reduced_symplectic_euler(sde: PSLD) -> SplittingIntegrator:
-    """x-then-m symplectic Euler on the PF-ODE with one score per step (1 NFE)."""
-    _check_sde(sde)
-    v_x, v_m = _pf_components(sde)
+    nfe = 2 if fresh else 1
 
     def step(rng_key, state, score_fn, t, s):
         del rng_key
@@ -290,10 +275,22 @@ def reduced_symplectic_euler(sde: PSLD) -> SplittingIntegrator:
         h = t - s
         S = score_fn(state.z, t)
         x = x + h * v_x(x, m, S[0])
-        m = m + h * v_m(x, m, S[1])
-        return _advance(state, jnp.stack([x, m])), _info(1)
+        S_m = score_fn(jnp.stack([x, m]), t)[1] if fresh else S[1]
+        m = m + h * v_m(x, m, S_m)
+        return _advance(state, jnp.stack([x, m])), _info(nfe)
 
-    return SplittingIntegrator(_init, step, 1, "reduced_symplectic_euler", False)
+    name = "naive_symplectic_euler" if fresh else "reduced_symplectic_euler"
+    return SplittingIntegrator(_init, step, nfe, name, False)
+
+
+def naive_symplectic_euler(sde: PSLD) -> SplittingIntegrator:
+    """x-then-m symplectic Euler on the PF-ODE, a fresh score for each update (2 NFE per step)."""
+    return _symplectic_euler(sde, fresh=True)
+
+
+def reduced_symplectic_euler(sde: PSLD) -> SplittingIntegrator:
+    """x-then-m symplectic Euler on the PF-ODE with one score per step (1 NFE)."""
+    return _symplectic_euler(sde, fresh=False)
 
 
 def naive_velocity_verlet(sde: PSLD) -> SplittingIntegrator:

@@ -37,13 +37,12 @@ from pp_diffusion.phase_space import (
     time_grid,
 )
 
+from ._helpers import run
+
 SDE = PSLD()
 
 
-def _run(integrator, score_fn, z_T, times, key):
-    """Integrate a batch (leading axis) of starting states, one key each."""
-    keys = jax.random.split(key, z_T.shape[0])
-    return jax.jit(jax.vmap(lambda k, z: integrate(k, integrator, score_fn, z, times)[0]))(keys, z_T)
+_run = run
 
 
 def test_sscs_exact_for_stationary_data():
