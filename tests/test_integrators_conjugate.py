@@ -18,8 +18,15 @@ import numpy as np
 import pytest
 
 import pp_diffusion as ppd
-from pp_diffusion import DiffusionModel, GaussianMixture, schedules
-from pp_diffusion.integrators import ddim, deis, edm_euler, edm_heun, integrate, lambda_ddim
+from pp_diffusion import GaussianMixture, schedules
+from pp_diffusion.integrators import (
+    ddim,
+    deis,
+    edm_euler,
+    edm_heun,
+    integrate,
+    lambda_ddim,
+)
 
 SEED = 0
 SCHEDULE = schedules.VPLinear()

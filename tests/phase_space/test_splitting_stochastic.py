@@ -13,7 +13,6 @@ from pp_diffusion.phase_space import (
     PSLD,
     AugmentedGaussianMixture,
     euler_maruyama,
-    integrate,
     oba,
     reduced_oba,
     sscs,
