@@ -143,7 +143,7 @@ def interval_coverage(draws, truth, level: float = 0.9, axis: int = 0) -> float:
 
 
 def _groups(name: str, groups, min_size: int = 2) -> np.ndarray:
-    """``groups`` of shape (G, n, *event) as float64 rows (G, n, D), with n >= ``min_size``."""
+    """``groups`` of shape ``(G, n, *event)`` as float64 rows (G, n, D), with n >= ``min_size``."""
     a = np.asarray(groups, dtype=np.float64)
     if a.ndim < 3:
         raise ValueError(f"{name} must have shape (G, n, *event) with at least one event axis, got shape {a.shape}; "
@@ -167,7 +167,7 @@ def _pairwise_sq_distances(z: np.ndarray) -> np.ndarray:
 
 def mean_pairwise_distance(groups) -> np.ndarray:
     """The mean Euclidean distance between the samples of each group: ``groups`` of shape
-    (G, n, *event) (event axes flattened, n >= 2) gives the (G,) float64 values
+    ``(G, n, *event)`` (event axes flattened, n >= 2) gives the (G,) float64 values
 
     .. math::  \\frac{2}{n (n - 1)} \\sum_{i < j} \\|z_i - z_j\\|
 
@@ -187,7 +187,7 @@ def vendi_score(groups, kernel="cosine", bandwidth=None) -> np.ndarray:
     .. math::  VS = \\exp\\Big(-\\sum_i \\lambda_i \\log \\lambda_i\\Big),  \\quad 0 \\log 0 = 0
 
     an effective number of distinct samples: 1 when all n are identical, n when they are mutually
-    orthogonal (cosine) or far apart (rbf). ``groups`` has shape (G, n, *event) (event axes flattened,
+    orthogonal (cosine) or far apart (rbf). ``groups`` has shape ``(G, n, *event)`` (event axes flattened,
     n >= 2; pass ``groups[None]`` for one group). ``kernel`` is ``"cosine"``,
     :math:`K_{ij} = \\langle z_i, z_j \\rangle / (\\|z_i\\| \\|z_j\\|)`; ``"rbf"``,
     :math:`K_{ij} = \\exp(-\\|z_i - z_j\\|^2 / h)` with the required ``bandwidth`` h > 0; or a callable
@@ -289,10 +289,10 @@ def expected_modes_covered(weights, n: int) -> float:
 def marginal_distortion(rng_key, groups, exact_draws, num_directions: int = 1000) -> float:
     """How far a diversity method moves the law of each sample away from the data: the
     :func:`sliced_wasserstein` (p = 1) distance between all the groups' draws pooled,
-    (G * n, d) from ``groups`` of shape (G, n, *event), and exact data draws of shape (m, *event)
+    ``(G * n, d)`` from ``groups`` of shape ``(G, n, *event)``, and exact data draws of shape ``(m, *event)``
     (event axes flattened). The diversity of a group is bought by its correlations; a method
     whose every sample is still a draw of the data law keeps this at the floor that i.i.d. draws
-    from the model give (the sampling error of G * n against m draws).
+    from the model give (the sampling error of ``G * n`` against m draws).
     """
     shape = np.shape(groups)
     if len(shape) < 3 or shape[0] < 1 or shape[1] < 1:
