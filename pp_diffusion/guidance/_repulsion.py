@@ -27,25 +27,21 @@ import jax.numpy as jnp
 __all__ = ["median_bandwidth", "rbf", "joint_potential", "pair_values"]
 
 
-def _pairs(n: int):
-    i, j = jnp.triu_indices(n, k=1)
-    return i, j
+def _pair_squared_distances(z):
+    """||z_i - z_j||^2 over the pairs i < j of the rows of ``z`` ``(n, ...)`` (trailing axes flattened),
+    and the pairs' indices."""
+    i, j = jnp.triu_indices(z.shape[0], k=1)
+    return jnp.sum(jnp.reshape(z[i] - z[j], (i.shape[0], -1)) ** 2, axis=-1), (i, j)
 
 
-def squared_distances(z):
-    """``(n, n)`` squared Euclidean distances between the rows of ``z`` ``(n, ...)`` (flattened)."""
-    flat = jnp.reshape(z, (z.shape[0], -1))
-    diff = flat[:, None, :] - flat[None, :, :]
-    return jnp.sum(diff**2, axis=-1)
+def _median_heuristic(d2, n: int):
+    return jnp.median(jax.lax.stop_gradient(d2)) / math.log(max(n - 1, 2))
 
 
 def median_bandwidth(z):
     """The median heuristic median_{i<j} ||z_i - z_j||^2 / max(log(n - 1), log 2) (module docstring),
     for ``z`` of shape ``(n, ...)`` with n >= 2; constant under differentiation."""
-    n = z.shape[0]
-    i, j = _pairs(n)
-    med = jnp.median(squared_distances(jax.lax.stop_gradient(z))[i, j])
-    return med / math.log(max(n - 1, 2))
+    return _median_heuristic(_pair_squared_distances(z)[0], z.shape[0])
 
 
 def rbf(a, b, bandwidth):
@@ -56,12 +52,11 @@ def rbf(a, b, bandwidth):
 def pair_values(z, kernel: Callable | None = None, bandwidth=None):
     """The values k(z_i, z_j) over the pairs i < j, ``(n (n - 1) / 2,)``, and the bandwidth used (NaN for
     a custom ``kernel``). ``bandwidth`` None takes the median heuristic for the RBF."""
-    n = z.shape[0]
-    i, j = _pairs(n)
     if kernel is None:
-        h = median_bandwidth(z) if bandwidth is None else jnp.asarray(bandwidth, z.dtype)
-        d2 = jnp.sum(jnp.reshape(z[i] - z[j], (i.shape[0], -1)) ** 2, axis=-1)
+        d2, _ = _pair_squared_distances(z)
+        h = _median_heuristic(d2, z.shape[0]) if bandwidth is None else jnp.asarray(bandwidth, z.dtype)
         return jnp.exp(-d2 / h), h
+    i, j = jnp.triu_indices(z.shape[0], k=1)
     return jax.vmap(kernel)(z[i], z[j]), jnp.full((), jnp.nan, z.dtype)
 
 
