@@ -204,6 +204,9 @@ class UNet(eqx.Module):
     num_classes
         If set, ``network(x, t, label)`` adds a learned class embedding to the time embedding
         (label ``num_classes`` is reserved for the "null" class of classifier-free guidance).
+    in_channels
+        Image channels: 1 (the default) takes and returns ``(size, size)``; c > 1 takes and returns
+        ``(c, size, size)`` (channel first), e.g. 2 for a phase-space state [x; m].
     """
 
     size: int = eqx.field(static=True)
@@ -212,6 +215,7 @@ class UNet(eqx.Module):
     blocks: int = eqx.field(static=True)
     emb_dim: int = eqx.field(static=True)
     num_classes: int | None = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
     time_embedding: TimeEmbedding
     class_embedding: eqx.nn.Embedding | None
     conv_in: Conv2d
@@ -224,8 +228,11 @@ class UNet(eqx.Module):
     conv_out: Conv2d
 
     def __init__(self, size: int = 8, channels: int = 32, channel_mult=(1, 2, 2), blocks: int = 2,
-                 emb_dim: int = 128, num_classes: int | None = None, *, key):
+                 emb_dim: int = 128, num_classes: int | None = None, in_channels: int = 1, *, key):
         channel_mult = tuple(int(m) for m in channel_mult)
+        if int(in_channels) < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        self.in_channels = int(in_channels)
         if size % (2 ** (len(channel_mult) - 1)):
             raise ValueError(f"size {size} is not divisible by 2 ** {len(channel_mult) - 1}")
         keys = iter(jax.random.split(key, 64))
@@ -235,7 +242,7 @@ class UNet(eqx.Module):
         self.class_embedding = (eqx.nn.Embedding(num_classes + 1, emb_dim, key=next(keys))
                                 if num_classes is not None else None)
         widths = [channels * m for m in channel_mult]
-        self.conv_in = Conv2d(1, channels, 3, key=next(keys))
+        self.conv_in = Conv2d(self.in_channels, channels, 3, key=next(keys))
         self.down, self.downsample, skips = [], [], [channels]
         c = channels
         for level, w in enumerate(widths):
@@ -259,23 +266,25 @@ class UNet(eqx.Module):
             if level > 0:
                 self.upsample.append(Conv2d(c, c, 3, key=next(keys)))
         self.norm_out = GroupNorm(_groups(c), c)
-        self.conv_out = Conv2d(c, 1, 3, key=next(keys), zero=True)
+        self.conv_out = Conv2d(c, self.in_channels, 3, key=next(keys), zero=True)
 
     def config(self) -> dict:
         """The constructor's hyper-parameters (JSON-serialisable): ``UNet(**config, key=...)`` rebuilds
         a network of the same structure."""
-        return {"size": self.size, "channels": self.channels, "channel_mult": list(self.channel_mult),
-                "blocks": self.blocks, "emb_dim": self.emb_dim, "num_classes": self.num_classes}
+        config = {"size": self.size, "channels": self.channels, "channel_mult": list(self.channel_mult),
+                  "blocks": self.blocks, "emb_dim": self.emb_dim, "num_classes": self.num_classes}
+        return config if self.in_channels == 1 else {**config, "in_channels": self.in_channels}
 
     def __call__(self, x, t, label=None):
-        if x.shape != (self.size, self.size):
-            raise ValueError(f"UNet expects one unbatched image of shape {(self.size, self.size)}, got "
+        shape = (self.size, self.size) if self.in_channels == 1 else (self.in_channels, self.size, self.size)
+        if x.shape != shape:
+            raise ValueError(f"UNet expects one unbatched image of shape {shape}, got "
                              f"{x.shape}; use jax.vmap for batches")
         emb = self.time_embedding(t)
         if self.class_embedding is not None:
             label = self.num_classes if label is None else label
             emb = emb + self.class_embedding(jnp.asarray(label, jnp.int32))
-        h = self.conv_in(x[:, :, None])
+        h = self.conv_in(x[:, :, None] if self.in_channels == 1 else jnp.moveaxis(x, 0, -1))
         hs = [h]
         for level, level_blocks in enumerate(self.down):
             for block in level_blocks:
@@ -292,7 +301,8 @@ class UNet(eqx.Module):
             if level < len(self.upsample):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=0), 2, axis=1)
                 h = self.upsample[level](h)
-        return self.conv_out(jax.nn.silu(self.norm_out(h)))[:, :, 0]
+        out = self.conv_out(jax.nn.silu(self.norm_out(h)))
+        return out[:, :, 0] if self.in_channels == 1 else jnp.moveaxis(out, -1, 0)
 
 
 class EnergyUNet(eqx.Module):
