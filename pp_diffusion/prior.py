@@ -26,6 +26,9 @@ from numpyro.distributions import constraints
 from pp_diffusion.integrators import Integrator, ddim, integrate
 from pp_diffusion.integrators._ddim import check_order, state_transition
 from pp_diffusion.model import DiffusionModel
+from pp_diffusion.phase_space import AugmentedModel, SplittingIntegrator
+from pp_diffusion.phase_space import integrate as integrate_augmented
+from pp_diffusion.phase_space import sscs, time_grid
 from pp_diffusion.schedules import as_grid
 from pp_diffusion.x0_variance import DenoisingVariance
 
@@ -48,7 +51,13 @@ class DiffusionPrior(dist.Distribution):
     Parameters
     ----------
     model
-        A :class:`~pp_diffusion.DiffusionModel`.
+        A :class:`~pp_diffusion.DiffusionModel`, or a phase-space
+        :class:`~pp_diffusion.phase_space.AugmentedModel` (then the chain runs on z = [x; m] with a
+        splitting ``integrator``, by default :func:`~pp_diffusion.phase_space.sscs`, from
+        z_T ~ N(0, Sigma_inf) to ``model.t_min``, and the draws are x_0 = z[0]: the momentum is
+        marginalised; ``grid`` may be ``None``, the quadratic grid ``phase_space.time_grid(steps,
+        power=2)``, or an explicit array; the conditioning samplers refuse such a prior, see
+        ``docs/samplers.md``).
     steps
         Number of reverse transitions (network evaluations per sample for one-step integrators).
     grid
@@ -86,8 +95,15 @@ class DiffusionPrior(dist.Distribution):
     def __init__(self, model: DiffusionModel, steps: int = 100, *, grid=None, eta: float | None = None,
                  integrator: Integrator | None = None, x0_var: DenoisingVariance | None = None, order: int = 1,
                  validate_args=None):
+        if isinstance(model, AugmentedModel):
+            self._init_augmented(model, steps, grid, eta, integrator, x0_var, order, validate_args)
+            return
         if not isinstance(model, DiffusionModel):
-            raise TypeError(f"model must be a pp_diffusion.DiffusionModel, got {type(model).__name__}")
+            raise TypeError(f"model must be a pp_diffusion.DiffusionModel (or a phase_space.AugmentedModel), "
+                            f"got {type(model).__name__}")
+        if isinstance(integrator, SplittingIntegrator):
+            raise TypeError(f"integrator {integrator.name!r} is a phase-space splitting integrator: it needs a "
+                            "phase_space.AugmentedModel, and model is a DiffusionModel")
         if integrator is not None and eta is not None:
             raise ValueError("give either eta (for the DDIM-family chain) or integrator, not both")
         if integrator is not None and not isinstance(integrator, Integrator):
@@ -109,6 +125,35 @@ class DiffusionPrior(dist.Distribution):
         self.integrator = integrator if integrator is not None else ddim(self.eta, x0_var, order)
         super().__init__(batch_shape=(), event_shape=model.event_shape, validate_args=validate_args)
 
+    def _init_augmented(self, model, steps, grid, eta, integrator, x0_var, order, validate_args):
+        if eta is not None or x0_var is not None or order != 1:
+            raise ValueError("eta, x0_var and order set the VP DDIM-family kernel; a phase-space model's chain "
+                             "is set by integrator= (a pp_diffusion.phase_space splitting integrator)")
+        if integrator is None:
+            integrator = sscs(model.sde)
+        if not isinstance(integrator, SplittingIntegrator):
+            raise TypeError(f"model {model.name!r} is an augmented (phase-space) model: integrator must be a "
+                            f"pp_diffusion.phase_space splitting integrator (e.g. phase_space.sscs(model.sde)), "
+                            f"got {getattr(integrator, 'name', type(integrator).__name__)!r}")
+        if grid is None:  # steps shrinking toward t_min, where the augmented marginals change fastest
+            times = time_grid(steps, t_min=model.t_min, power=2.0)
+        elif callable(grid):
+            raise TypeError("grid for a phase-space model must be None or an explicit decreasing array of "
+                            "steps + 1 times (e.g. phase_space.time_grid(steps, power=2))")
+        else:
+            times = jnp.asarray(grid)
+            if times.shape != (int(steps) + 1,) or not bool(jnp.all(jnp.diff(times) < 0)):
+                raise ValueError(f"grid must be a decreasing array of steps + 1 = {int(steps) + 1} times, "
+                                 f"got shape {times.shape}")
+        self.model, self.x0_var, self.times, self.steps, self.order = model, None, times, int(steps), 1
+        self.eta, self.integrator = None, integrator
+        super().__init__(batch_shape=(), event_shape=model.event_shape, validate_args=validate_args)
+
+    @property
+    def augmented(self) -> bool:
+        """Whether the chain runs on phase-space states z = [x; m] (a :class:`~pp_diffusion.phase_space.AugmentedModel`)."""
+        return isinstance(self.model, AugmentedModel)
+
     @constraints.dependent_property(is_discrete=False)
     def support(self):
         return constraints.independent(constraints.real, len(self.event_shape))
@@ -116,7 +161,8 @@ class DiffusionPrior(dist.Distribution):
     @property
     def nfe(self) -> int:
         """Network evaluations per sample."""
-        return self.steps * self.integrator.nfe_per_step * self.model.nfe_per_call
+        extra = getattr(self.integrator, "first_step_extra_nfe", 0)  # reduced velocity Verlet's first score
+        return (self.steps * self.integrator.nfe_per_step + extra) * self.model.nfe_per_call
 
     @property
     def initial_std(self):
@@ -130,10 +176,15 @@ class DiffusionPrior(dist.Distribution):
     def sample(self, key, sample_shape=()):
         num = math.prod(sample_shape)
         k_init, k_chain = jax.random.split(key)
-        x_T = self.initial_noise(k_init, num)
         keys = jax.random.split(k_chain, num)
-        run = lambda k, x: integrate(k, self.integrator, self.model, x, self.times)[0]
-        x_0 = jax.vmap(run)(keys, x_T)
+        if self.augmented:
+            z_T = self.model.prior_sample(k_init, (num,))
+            run = lambda k, z: integrate_augmented(k, self.integrator, self.model.score, z, self.times)[0][0]
+            x_0 = jax.vmap(run)(keys, z_T)
+        else:
+            x_T = self.initial_noise(k_init, num)
+            run = lambda k, x: integrate(k, self.integrator, self.model, x, self.times)[0]
+            x_0 = jax.vmap(run)(keys, x_T)
         # numpyro.infer.Predictive returns what this gives: say so when it is garbage (one host call per
         # batch, also under vmap)
         bad = jnp.sum(~jnp.isfinite(x_0)).astype(jnp.int32)
@@ -142,7 +193,7 @@ class DiffusionPrior(dist.Distribution):
         return (x_0 + zero.astype(x_0.dtype)).reshape(tuple(sample_shape) + self.event_shape)
 
     def log_prob(self, value):
-        data = self.model.data_distribution
+        data = getattr(self.model, "data_distribution", None)
         if data is None or not hasattr(data, "log_prob"):
             raise NotImplementedError(
                 f"DiffusionPrior.log_prob needs an exact data density, and model {self.model.name!r} has "
@@ -159,6 +210,9 @@ class DiffusionPrior(dist.Distribution):
         DDIM-family chains have Gaussian sites (``Delta`` when eta = 0, and for x_0 unless the
         prior has ``x0_var``); other integrators show their deterministic steps as ``Delta`` sites.
         """
+        if self.augmented:
+            raise NotImplementedError("chain_program shows the VP chain's sites; a phase-space prior's chain runs on "
+                                      "z = [x; m] (use sample)")
         event_dims = len(self.event_shape)
         model, times, eta, integrator, x0_var = self.model, self.times, self.eta, self.integrator, self.x0_var
 

@@ -724,6 +724,12 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
     check_conditionable(info)
     from pp_diffusion.energy import EnergyPrior
 
+    if getattr(info.prior, "augmented", False):
+        raise ValueError(
+            f"the diffusion site {info.site!r} has a phase-space prior ({info.prior.model.name}): the conditioning "
+            "samplers' kernels, twists and potentials are those of the VP chain x_t = alpha_t x_0 + sigma_t eps, "
+            "not of z = [x; m]. Sample it unconditionally with DiffusionPrior.sample (or numpyro.infer.Predictive); "
+            "condition a VP model (docs/samplers.md, 'Phase-space priors')")
     if isinstance(info.prior, EnergyPrior) and not energy_targets:
         raise ValueError(
             f"the diffusion site {info.site!r} is an energy prior ({info.prior.model.name}): its target "

@@ -3,6 +3,8 @@
 ``zoo.load(name)`` returns a :class:`~pp_diffusion.DiffusionModel` ready for
 :class:`~pp_diffusion.DiffusionPrior`; ``zoo.available()`` lists the names; ``zoo.card(name)``
 returns the model's metadata (data, split, architecture, parameter count, training run, losses).
+Phase-space models (``"kind": "augmented"``; ``zoo.available("augmented")``, e.g. ``digits_psld``)
+load with ``zoo.load`` as a :class:`~pp_diffusion.phase_space.AugmentedModel`.
 Classifiers (``"kind": "classifier"`` in their ``model.json``; ``zoo.available("classifier")``)
 load with ``zoo.load_classifier(name)``: a clean one for likelihoods and quality figures, a
 noise-conditional one for twists and guidance.
@@ -49,7 +51,7 @@ __all__ = ["available", "load", "load_classifier", "card", "digits_data", "digit
 
 _ZOO_DIR = Path(__file__).resolve().parent / "_zoo"
 _METADATA = _model_io.MODEL_FILE
-_KINDS = ("diffusion", "classifier")
+_KINDS = ("diffusion", "augmented", "classifier")
 
 
 def _kind(folder: Path) -> str:
@@ -101,7 +103,8 @@ def _is_path(name) -> bool:
 
 
 def load(name: str) -> DiffusionModel:
-    """The zoo model ``name`` as a :class:`~pp_diffusion.DiffusionModel`.
+    """The zoo model ``name`` as a :class:`~pp_diffusion.DiffusionModel` (a phase-space model, kind
+    ``"augmented"``, as a :class:`~pp_diffusion.phase_space.AugmentedModel`).
 
     The weights' SHA-256 is checked against ``model.json`` first: a corrupted or modified file
     raises :class:`ChecksumError`. An unknown name raises ``ValueError`` listing :func:`available`.
@@ -118,12 +121,26 @@ def load(name: str) -> DiffusionModel:
     if _is_path(name):
         return _model_io.load_model(name)
     meta = _metadata(name)
+    if meta.get("kind") == "augmented":
+        return _load_augmented(name, meta)
     if meta.get("kind", "diffusion") != "diffusion":
         raise ValueError(f"zoo model {name!r} is a {meta['kind']}, not a diffusion model: load it with "
                          f"zoo.load_classifier({name!r}); diffusion models: {', '.join(available()) or '(none)'}")
     model = _model_io.model_from_card(_folder(name), meta, f"zoo model {name!r}", name=name, hint=_hint(name))
     _check_conditioning(name, meta, model.network)
     return model
+
+
+def _load_augmented(name: str, meta: dict):
+    from pp_diffusion.phase_space import PSLD, AugmentedModel
+
+    sde = meta["sde"]
+    if sde.get("class") != "PSLD":
+        raise ValueError(f"zoo model {name!r}: unknown phase-space process {sde.get('class')!r} (known: 'PSLD')")
+    process = PSLD(beta=sde["beta"], gamma=sde["gamma"], nu=sde["nu"], m0_var_scale=sde["m0_var_scale"])
+    network = _model_io.read_weights(_folder(name), meta, f"zoo model {name!r}", _hint(name))
+    return AugmentedModel(network, process, tuple(meta["event_shape"]), name=name, data_range=meta.get("data_range"),
+                          data_var=meta.get("data_var", 1.0), t_min=meta.get("t_min", 1e-3))
 
 
 def load_classifier(name: str = "digits_classifier", noise_conditional: bool = False):

@@ -3,6 +3,7 @@
     python models/digits/quality.py                    # 1,437 draws, DDPM with 100 steps, seed 0
     python models/digits/quality.py --steps 200 --seed 1
     python models/digits/quality.py --model digits_energy --seed 0   # the distilled energy model, same figures
+    python models/digits/quality.py --model digits_psld   # the phase-space model (SSCS, quadratic grid; --eta ignored)
 
 Draws ``--num`` images (default 1,437, the size of the training split, so that the Frechet
 distances below compare sets of equal sizes: the statistic is biased upwards for finite sets) with
@@ -65,7 +66,11 @@ def main(argv=None):
 
     data = ppd.zoo.digits_data()
     classifier = ppd.zoo.load_classifier("digits_classifier")
-    prior = ppd.DiffusionPrior(ppd.zoo.load(args.model), steps=args.steps, eta=args.eta)
+    model = ppd.zoo.load(args.model)
+    if isinstance(model, ppd.phase_space.AugmentedModel):  # a phase-space model: SSCS on its default (quadratic) grid
+        prior = ppd.DiffusionPrior(model, steps=args.steps, integrator=ppd.phase_space.sscs(model.sde))
+    else:
+        prior = ppd.DiffusionPrior(model, steps=args.steps, eta=args.eta)
     start = time.perf_counter()
     x = np.asarray(jax.jit(lambda k: prior.sample(k, (args.num,)))(jax.random.key(args.seed)))
     seconds = time.perf_counter() - start

@@ -75,6 +75,12 @@ def integrate(rng_key, integrator: Integrator, model, x_T, times, *, return_traj
     Returns ``(x_0, info)``; ``info.x0_hat`` is stacked over steps, and when
     ``return_trajectory`` the stacked states' ``x`` are returned instead of just x_0.
     """
+    from pp_diffusion.phase_space import AugmentedModel
+
+    if isinstance(model, AugmentedModel):
+        raise TypeError(f"model is an augmented (phase-space) model ({model.name!r}, states of shape "
+                        f"{model.state_shape}); integrator {integrator.name!r} integrates VP/VE models only: use "
+                        "pp_diffusion.phase_space.integrate with one of its splitting integrators")
     keys = jax.random.split(rng_key, times.shape[0] - 1)
 
     def body(state, inputs):

@@ -7,13 +7,17 @@ An augmented state has shape ``(2, *event)``: ``z[0]`` the data coordinates, ``z
   kernel ``kernel(t) -> (A_t, Sigma_t)`` (with a Van Loan reference), the stationary law
   N(0, diag(1, M)), ``perturb`` (training targets: eps and the kernel score -L^{-T} eps) and
   ``prior_sample``.
+- :class:`AugmentedModel`: a trained eps-network on z (score -L_t^{-T} eps, denoiser E[x_0 | z_t]);
+  ``DiffusionPrior(model, steps, integrator=sscs(model.sde))`` makes it a NumPyro prior over x_0.
 - :class:`AugmentedGaussianMixture`: exact ``marginal_log_prob`` / ``score`` / ``denoise`` / ``sample``
   of z_t for Gaussian-mixture data.
 - Integrators (``init(z_T)``, ``step(rng_key, state, score_fn, t, s)``), run by :func:`integrate`
   along a decreasing grid (:func:`time_grid`): stochastic :func:`euler_maruyama`, :func:`sscs`,
   :func:`oba`, :func:`reduced_oba`; deterministic :func:`pf_euler`, :func:`naive_symplectic_euler`,
   :func:`reduced_symplectic_euler`, :func:`naive_velocity_verlet`, :func:`reduced_velocity_verlet`,
-  :func:`strang_euler`, :func:`strang_midpoint`. Derivations are in ``_splitting``'s docstring.
+  :func:`strang_euler`, :func:`strang_midpoint`; conjugate (B = lambda I, Phi by quadrature)
+  :func:`conjugate_euler` and the hybrids :func:`conjugate_symplectic_euler` (deterministic) and
+  :func:`conjugate_oba` (stochastic). Derivations are in the docstrings of ``_splitting`` and ``_conjugate``.
 
 Example
 -------
@@ -31,6 +35,10 @@ Example
 from pp_diffusion.phase_space._mixture import (
     AugmentedGaussianMixture as AugmentedGaussianMixture,
 )
+from pp_diffusion.phase_space._conjugate import conjugate_euler as conjugate_euler
+from pp_diffusion.phase_space._conjugate import conjugate_oba as conjugate_oba
+from pp_diffusion.phase_space._conjugate import conjugate_symplectic_euler as conjugate_symplectic_euler
+from pp_diffusion.phase_space._model import AugmentedModel as AugmentedModel
 from pp_diffusion.phase_space._psld import CLD as CLD
 from pp_diffusion.phase_space._psld import PSLD as PSLD
 from pp_diffusion.phase_space._psld import PerturbedSample as PerturbedSample

@@ -16,6 +16,7 @@ exact when s is the true score (both rows then agree) and the weighted projectio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -43,6 +44,10 @@ class AugmentedModel(eqx.Module):
         A label used in results.
     data_range
         Optional ``(low, high)`` bounds of the data; :meth:`denoise` clips to them.
+    data_var
+        The average per-coordinate variance of x_0 (recorded for the model card; 1 by default).
+    t_min
+        The last time of the reverse chain's default grids (the kernel is singular at t = 0).
     """
 
     network: Callable
@@ -50,8 +55,11 @@ class AugmentedModel(eqx.Module):
     event_shape: tuple[int, ...] = eqx.field(static=True)
     name: str = eqx.field(static=True)
     data_range: tuple[float, float] | None = eqx.field(static=True)
+    data_var: float = eqx.field(static=True)
+    t_min: float = eqx.field(static=True)
 
-    def __init__(self, network, sde: PSLD, event_shape, *, name: str = "augmented", data_range=None):
+    def __init__(self, network, sde: PSLD, event_shape, *, name: str = "augmented", data_range=None,
+                 data_var: float = 1.0, t_min: float = 1e-3):
         if not callable(network):
             raise TypeError(f"network must be callable as network(z, t), got {type(network).__name__}")
         if not isinstance(sde, PSLD):
@@ -60,6 +68,15 @@ class AugmentedModel(eqx.Module):
         self.event_shape = tuple(int(n) for n in event_shape)
         self.name = str(name)
         self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
+        self.data_var = float(data_var)
+        if not 0 < float(t_min) < 1:
+            raise ValueError(f"t_min must be in (0, 1) (the kernel is singular at t = 0), got {t_min!r}")
+        self.t_min = float(t_min)
+
+    @property
+    def nfe_per_call(self) -> int:
+        """Network evaluations per score call (1)."""
+        return 1
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -86,13 +103,12 @@ class AugmentedModel(eqx.Module):
         A, S = self.sde.kernel(jnp.asarray(t, z.dtype))
         a = A[:, 0]
         P = jnp.linalg.inv(S)
-        w = (a @ P) / (a @ P @ a)  # (2,) row weights
-        x0 = jnp.tensordot(w, jnp.tensordot(P, z, axes=1) + self.score(z, t), axes=1)
+        x0 = jnp.tensordot(a / (a @ P @ a), jnp.tensordot(P, z, axes=1) + self.score(z, t), axes=1)
         return x0 if self.data_range is None else jnp.clip(x0, *self.data_range)
 
     def prior_sample(self, rng_key, sample_shape=()):
         """Draws of the reverse chain's start N(0, Sigma_inf), shape ``(*sample_shape, 2, *event_shape)``."""
         sample_shape = tuple(sample_shape)
-        keys = jax.random.split(rng_key, max(1, int(jnp.prod(jnp.asarray(sample_shape or (1,))))))
+        keys = jax.random.split(rng_key, math.prod(sample_shape))
         draws = jax.vmap(lambda k: self.sde.prior_sample(k, self.event_shape))(keys)
         return draws.reshape(sample_shape + self.state_shape)

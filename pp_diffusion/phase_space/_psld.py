@@ -147,7 +147,7 @@ class PSLD(eqx.Module):
     def mean_matrix(self, t) -> jax.Array:
         """A_t = exp(F t), closed form e^{lambda t}(I + (F - lambda I) t) (critical damping)."""
         t = jnp.asarray(t)
-        dtype = jnp.result_type(t, jnp.float32)
+        dtype = jnp.result_type(t, float)
         F = self.drift_matrix(dtype)
         N = F - self.eigenvalue * jnp.eye(2, dtype=dtype)
         return jnp.exp(self.eigenvalue * t) * (jnp.eye(2, dtype=dtype) + N * t)
@@ -155,12 +155,12 @@ class PSLD(eqx.Module):
     def mean_matrix_expm(self, t) -> jax.Array:
         """A_t by ``jax.scipy.linalg.expm`` (the reference for :meth:`mean_matrix`)."""
         t = jnp.asarray(t)
-        return expm(self.drift_matrix(jnp.result_type(t, jnp.float32)) * t)
+        return expm(self.drift_matrix(jnp.result_type(t, float)) * t)
 
     def covariance(self, t) -> jax.Array:
         """Sigma_t = Sigma_inf + A_t (Sigma_0 - Sigma_inf) A_t^T (2 x 2)."""
         t = jnp.asarray(t)
-        dtype = jnp.result_type(t, jnp.float32)
+        dtype = jnp.result_type(t, float)
         A = self.mean_matrix(t)
         inf = self.stationary_covariance(dtype)
         S = inf + A @ (self.initial_covariance(dtype) - inf) @ A.T
@@ -170,7 +170,7 @@ class PSLD(eqx.Module):
         """Sigma_t by the matrix-fraction method: expm([[-F, GG^T], [0, F^T]] t) = [[., B12], [0, B22]],
         int_0^t e^{F(t-s)} GG^T e^{F^T(t-s)} ds = B22^T B12; plus A_t Sigma_0 A_t^T."""
         t = jnp.asarray(t)
-        dtype = jnp.result_type(t, jnp.float32)
+        dtype = jnp.result_type(t, float)
         F, Q = self.drift_matrix(dtype), self.diffusion_gram(dtype)
         block = jnp.block([[-F, Q], [jnp.zeros((2, 2), dtype), F.T]]) * t
         B = expm(block)

@@ -136,8 +136,9 @@ class SplittingInfo(NamedTuple):
 class SplittingIntegrator(NamedTuple):
     """An integrator for augmented models (``init(z_T)``, ``step(rng_key, state, score_fn, t, s)``).
 
-    ``nfe_per_step`` is the number of score calls per step (reduced velocity Verlet: one more on
-    the first step); ``stochastic`` says whether the step draws noise.
+    ``nfe_per_step`` is the number of score calls per step, ``first_step_extra_nfe`` the calls the
+    first step makes beyond it (reduced velocity Verlet: 1); ``stochastic`` says whether the step
+    draws noise.
     """
 
     init: Callable
@@ -145,6 +146,7 @@ class SplittingIntegrator(NamedTuple):
     nfe_per_step: int
     name: str
     stochastic: bool
+    first_step_extra_nfe: int = 0
 
 
 def _init(z_T) -> SplittingState:
@@ -175,8 +177,13 @@ def _constants(sde: PSLD, dtype):
     return F, Q, inf, -(F + Q @ jnp.linalg.inv(inf))
 
 
+def _residual_from_score(sde, z, score):
+    """r = s + Sigma_inf^{-1} z, the score residual (zero for stationary data)."""
+    return score + z / _col([1.0, sde.mass], z)
+
+
 def _residual(score_fn, sde, z, t):
-    return score_fn(z, t) + z / _col([1.0, sde.mass], z)
+    return _residual_from_score(sde, z, score_fn(z, t))
 
 
 def _info(n):
@@ -329,7 +336,7 @@ def reduced_velocity_verlet(sde: PSLD) -> SplittingIntegrator:
         m = m + 0.5 * h * v_m(x, m, S_new[1])
         return _advance(state, jnp.stack([x, m]), S_new), _info(1 + first.astype(jnp.int32))
 
-    return SplittingIntegrator(_init, step, 1, "reduced_velocity_verlet", False)
+    return SplittingIntegrator(_init, step, 1, "reduced_velocity_verlet", False, first_step_extra_nfe=1)
 
 
 def _harmonic(sde, z, h):
@@ -384,18 +391,25 @@ def _position_noise(sde, position_noise):
     return eta2
 
 
+def _o_step(sde, eta2, rng_key, z, h):
+    """The O step over h: the exact scalar OUs x <- e^{-eta^2 h/2} x + sqrt(1 - e^{-eta^2 h}) xi_x,
+    m <- e^{-b nu h} m + sqrt(M (1 - e^{-2 b nu h})) xi_m (stationary variances 1 and M)."""
+    kx, km = jax.random.split(rng_key)
+    x, m = _xm(z)
+    dx, dm = jnp.exp(-eta2 * h / 2), jnp.exp(-sde.beta / 2 * sde.nu * h)
+    x = dx * x + jnp.sqrt(1 - dx**2) * jax.random.normal(kx, x.shape, x.dtype)
+    m = dm * m + jnp.sqrt(sde.mass * (1 - dm**2)) * jax.random.normal(km, m.shape, m.dtype)
+    return jnp.stack([x, m])
+
+
 def _oba(sde, position_noise, reduced):
     _check_sde(sde)
     eta2 = _position_noise(sde, position_noise)
     b, g, nu, M, beta = sde.beta / 2, sde.gamma, sde._nu, sde.mass, sde.beta
 
     def step(rng_key, state, score_fn, t, s):
-        kx, km = jax.random.split(rng_key)
-        x, m = _xm(state.z)
         h = t - s
-        dx, dm = jnp.exp(-eta2 * h / 2), jnp.exp(-b * nu * h)
-        x = dx * x + jnp.sqrt(1 - dx**2) * jax.random.normal(kx, x.shape, x.dtype)
-        m = dm * m + jnp.sqrt(M * (1 - dm**2)) * jax.random.normal(km, m.shape, m.dtype)
+        x, m = _xm(_o_step(sde, eta2, rng_key, state.z, h))
         r = _residual(score_fn, sde, jnp.stack([x, m]), s)
         m = m + h * (b * x + beta * M * nu * r[1])
         if not reduced:
@@ -425,6 +439,12 @@ def integrate(rng_key, integrator: SplittingIntegrator, score_fn, z_T, times):
 
     Returns ``(z_end, info)`` with ``info.nfe`` stacked over steps (``info.nfe.sum()`` is the total).
     """
+    from pp_diffusion.model import DiffusionModel
+
+    if isinstance(score_fn, DiffusionModel):
+        raise TypeError(f"score_fn is a VP/VE DiffusionModel ({score_fn.name!r}); splitting integrator "
+                        f"{integrator.name!r} needs the augmented score of a phase-space model, e.g. "
+                        "AugmentedModel.score or AugmentedGaussianMixture.score")
     times = jnp.asarray(times)
     if times.ndim != 1 or times.shape[0] < 2:
         raise ValueError(f"times must be a 1-D grid of at least 2 times (steps >= 1), got shape {times.shape}")
@@ -438,8 +458,10 @@ def integrate(rng_key, integrator: SplittingIntegrator, score_fn, z_T, times):
     return state.z, info
 
 
-def time_grid(steps: int, t_max: float = 1.0, t_min: float = 1e-3):
-    """A uniform decreasing grid ``[t_max, ..., t_min]`` of ``steps + 1`` times."""
+def time_grid(steps: int, t_max: float = 1.0, t_min: float = 1e-3, power: float = 1.0):
+    """A decreasing grid of ``steps + 1`` times from ``t_max`` to ``t_min``,
+    t_i = t_min + (t_max - t_min) (1 - i / steps)^power: uniform for ``power = 1``, steps that
+    shrink toward t_min for ``power > 1`` (where the augmented marginals change fastest)."""
     try:
         steps_i = None if isinstance(steps, bool) else operator.index(steps)
     except TypeError:
@@ -448,4 +470,7 @@ def time_grid(steps: int, t_max: float = 1.0, t_min: float = 1e-3):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not 0 <= t_min < t_max:
         raise ValueError(f"need 0 <= t_min < t_max, got t_min={t_min}, t_max={t_max}")
-    return jnp.linspace(t_max, t_min, steps_i + 1)
+    if not float(power) > 0:
+        raise ValueError(f"power must be > 0, got {power!r}")
+    u = jnp.linspace(1.0, 0.0, steps_i + 1)
+    return t_min + (t_max - t_min) * u ** float(power)

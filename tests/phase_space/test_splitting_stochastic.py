@@ -12,6 +12,7 @@ from pp_diffusion import GaussianMixture
 from pp_diffusion.phase_space import (
     PSLD,
     AugmentedGaussianMixture,
+    conjugate_oba,
     euler_maruyama,
     oba,
     reduced_oba,
@@ -40,6 +41,8 @@ STOCHASTIC = {
     "oba": oba,
     "reduced_oba": reduced_oba,
     "reduced_oba_eta0": functools.partial(reduced_oba, position_noise=0.0),
+    "conjugate_oba": conjugate_oba,
+    "conjugate_oba_lam": functools.partial(conjugate_oba, lam=0.5),
 }
 
 
