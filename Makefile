@@ -26,7 +26,7 @@ demo: $(STAMP)
 # one pytest worker per core, each test file on one worker (its module fixtures and compiled runs
 # are shared within the file): the suite is compile-bound, and XLA compiles on one thread
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=40
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"

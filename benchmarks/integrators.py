@@ -21,6 +21,11 @@ It prints three plain-text tables:
     with one ``DiffusionPrior`` site (DDPM chain, 100 steps) against a hand-written jitted
     ``lax.scan`` over the same DDPM transitions with the same model.
 (c) Compile time of the sampling run for 100 and 1,000 steps.
+(d)-(f) Phase-space diffusion (``benchmarks/_phase_space.py``): (d) the splitting and conjugate
+    integrators on the exact augmented (PSLD) mixture, deterministic RMSE and stochastic sliced
+    distance against NFE; (e) the digits' Frechet distance against NFE, VP ``digits`` with its best
+    integrators and ``digits_psld`` with the splitting ones; (f) overhead of infer against a
+    hand-written scan and compile time, for lambda-DDIM and SSCS.
 """
 
 from __future__ import annotations
@@ -37,13 +42,22 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _tables import fmt_row, print_table  # noqa: E402
+from _phase_space import add_options, table_d, table_e, table_f  # noqa: E402
+from _tables import print_table  # noqa: E402
 
 # No peer figures are quoted from other runs: figures measured on another draw of x_T are not
 # comparable (draw-to-draw noise of the RMSE at n = 2,000 is about 0.055). The peer (diffusers) is
 # run in table (a) on the same x_T when it is installed: pip install -e ".[peer]".
 PEER_INSTALL = 'pip install -e ".[peer]"'
 LAMBDAS = (-0.5, -0.2, -0.1, 0.1, 0.2)
+# --optimised-grids: short option name -> (row name in table (a), short label for the optimised rows)
+GRID_INTEGRATORS = {
+    "unipc2": ("UniPC-2", "UniPC-2"),
+    "unipc3": ("UniPC-3 [default: lower-order final]", "UniPC-3"),
+    "dpm2m": ("DPM-Solver++(2M)", "DPM-Solver++(2M)"),
+    "dpm3m": ("DPM-Solver++(3M) [default: reference, lower-order final]", "DPM-Solver++(3M)"),
+}
+GOAL = {5: 2.0, 10: 0.45, 20: 0.18}  # RMSE targets on d = 64 at NFE 5 / 10 / 20
 
 
 def mixture_means(d: int) -> np.ndarray:
@@ -67,10 +81,12 @@ def reference_main(inp: str, out: str) -> None:
 
     data = dict(np.load(inp))
     results = {}
-    for d in [int(k.split("_")[1]) for k in data if k.startswith("xT_")]:
+    # tags: "<d>" for an evaluation draw, "<d>-train" for a training draw of --optimised-grids (no check solve)
+    for tag in [k.split("_", 1)[1] for k in data if k.startswith("xT_")]:
+        d = int(tag.split("-")[0])
         g = GaussianMixture(np.ones(25), mixture_means(d))
-        x_T = jnp.asarray(data[f"xT_{d}"], jnp.float64)
-        alpha_1, s_1 = float(data[f"alpha1_{d}"]), float(data[f"s1_{d}"])
+        x_T = jnp.asarray(data[f"xT_{tag}"], jnp.float64)
+        alpha_1, s_1 = float(data[f"alpha1_{tag}"]), float(data[f"s1_{tag}"])
 
         def field(s, u, args):
             return jax.vmap(lambda v: -s * g.score(v, 1.0, s))(u)
@@ -86,10 +102,10 @@ def reference_main(inp: str, out: str) -> None:
             return y, int(sol.stats["num_steps"]), time.perf_counter() - t0
 
         ref, steps, secs = solve(1e-10)
-        check, steps_c, secs_c = solve(1e-8)
-        results[f"ref_{d}"] = ref
-        results[f"check_{d}"] = check
-        results[f"info_{d}"] = np.array([steps, secs, steps_c, secs_c])
+        check, steps_c, secs_c = (ref, 0, 0.0) if tag.endswith("-train") else solve(1e-8)
+        results[f"ref_{tag}"] = ref
+        results[f"check_{tag}"] = check
+        results[f"info_{tag}"] = np.array([steps, secs, steps_c, secs_c])
     np.savez(out, **results)
 
 
@@ -162,6 +178,7 @@ class CompileMonitor:
 def table_a(args):
     import jax
     import jax.numpy as jnp
+    from _grid_search import optimise_grid
 
     import pp_diffusion as ppd
     from pp_diffusion import schedules
@@ -200,6 +217,11 @@ def table_a(args):
     key = jax.random.key(args.seed)
     k_noise, k_chain, k_exact1, k_exact2, k_dirs = jax.random.split(key, 5)
 
+    # --optimised-grids: a separate training draw of x_T (its own key, so independent of the evaluation draw)
+    grid_nfes = [k for k in args.nfe if k in args.grid_nfe] if args.optimised_grids else []
+    n_train = args.grid_train_samples or n
+    k_train = jax.random.fold_in(key, 1)
+
     problems, x_T_by_d = {}, {}
     for d in args.dims:
         g = ppd.GaussianMixture(np.ones(25), mixture_means(d))
@@ -207,8 +229,11 @@ def table_a(args):
         x_T = ppd.DiffusionPrior(model, steps=10).initial_noise(k_noise, n)  # N(0, sigma_1^2 I), float32
         problems[d] = (g, model, x_T)
         x_T_by_d[d] = x_T
+        if grid_nfes:
+            x_T_by_d[f"{d}-train"] = ppd.DiffusionPrior(model, steps=10).initial_noise(k_train, n_train)
 
-    print(f"Solving the exact probability-flow ODE (diffrax Dopri8, float64) for d = {args.dims} ...", flush=True)
+    print(f"Solving the exact probability-flow ODE (diffrax Dopri8, float64) for d = {args.dims}"
+          + (" (evaluation and training draws)" if grid_nfes else "") + " ...", flush=True)
     t0 = time.perf_counter()
     refs = exact_ode_endpoints(x_T_by_d, alpha_1, s_1)
     ref_secs = time.perf_counter() - t0
@@ -232,6 +257,15 @@ def table_a(args):
     print("    Row 'exact ODE endpoint from x_T': SW1 of the reference endpoints themselves, the best any ODE")
     print("      integrator can reach from x_T ~ N(0, sigma_1^2 I), which is only approximately p_1 (alpha_1 > 0).")
     print(f"    (reference ODE, both dimensions, including process start-up and compilation: {ref_secs:.1f} s)")
+    if grid_nfes:
+        print("    Rows '..., optimised grid' (--optimised-grids): the grid's steps - 1 interior times (endpoints fixed at")
+        print("      t = 1 and t = 0, as the default grid) are t_k = 1 - (w_1 + ... + w_k), w = softmax(theta), fitted by")
+        print(f"      optax Adam (lr {args.grid_lr:g}, cosine decay, {args.grid_iterations} iterations, minibatches of "
+              f"{args.grid_batch}, float32) through")
+        print("      integrate(...) to minimise the MSE to the exact ODE endpoints of a SEPARATE training draw of "
+              f"{n_train} x_T")
+        print("      (its own key and reference solve), from the uniform-t grid (theta = 0); the grid with the lowest")
+        print("      full training MSE (checked every 25 iterations) is then held fixed and run on the evaluation draw.")
 
     dirs_key = k_dirs
     for d in args.dims:
@@ -264,12 +298,38 @@ def table_a(args):
                     switched[name, nfe] = 100.0 * float(np.mean(moved))
                     switched_err[name, nfe] = float(per_sample[moved].sum())
                 sw[name, nfe] = float(sliced_wasserstein(dirs_key, jnp.asarray(x0, jnp.float32), exact1, 1000))
+        t_d = time.perf_counter() - t_d
+        # --optimised-grids: fit a grid per (integrator, NFE) on the training draw, then evaluate it here.
+        opt_names, opt_grids, t_grid = [], {}, time.perf_counter()
+        if grid_nfes:
+            x_tr, (ref_tr, _, _) = x_T_by_d[f"{d}-train"], refs[f"{d}-train"]
+            factories = {nm: f for nm, f, _ in integrators}
+            for short in args.grid_integrators:
+                base_name, label = GRID_INTEGRATORS[short]
+                oname = f"{label}, optimised grid"
+                opt_names.append(oname)
+                for nfe in grid_nfes:
+                    integ, steps = factories[base_name](nfe)
+                    times, ginfo = optimise_grid(integ, model, x_tr, ref_tr, steps, iterations=args.grid_iterations,
+                                                 learning_rate=args.grid_lr, batch=args.grid_batch, seed=args.seed)
+                    opt_grids[oname, nfe] = (times, ginfo)
+                    tt = jnp.asarray(times)
+                    run = jax.jit(jax.vmap(lambda k, x, integ=integ, tt=tt: integrate(k, integ, model, x, tt)[0]))
+                    x0 = np.asarray(run(keys, x_T), dtype=np.float64)
+                    per_sample = np.mean((x0 - ref) ** 2, axis=1)
+                    per_sample_err[oname, nfe] = per_sample
+                    rmse[oname, nfe] = float(np.sqrt(per_sample.mean()))
+                    rmse_se[oname, nfe] = float(per_sample.std() / np.sqrt(n) / (2 * max(rmse[oname, nfe], 1e-30)))
+                    moved = nearest(x0) != ref_comp
+                    switched[oname, nfe] = 100.0 * float(np.mean(moved))
+                    switched_err[oname, nfe] = float(per_sample[moved].sum())
+                    sw[oname, nfe] = float(sliced_wasserstein(dirs_key, jnp.asarray(x0, jnp.float32), exact1, 1000))
+        t_grid = time.perf_counter() - t_grid
         sw_ref = float(sliced_wasserstein(dirs_key, jnp.asarray(ref, jnp.float32), exact1, 1000))
         # Sanity check that the reference solves the ODE the integrators discretise: converge at many steps.
         times = schedules.as_grid(schedule, args.check_nfe, schedules.uniform_t)
         run = jax.jit(jax.vmap(lambda k, x: integrate(k, dpm_solver_pp(2), model, x, times)[0]))
         conv = float(np.sqrt(np.mean((np.asarray(run(keys, x_T), np.float64) - ref) ** 2)))
-        t_d = time.perf_counter() - t_d
 
         print()
         print(f"--- d = {d}: reference ODE {int(info[0])} Dopri8 steps; its RMSE to a second solve at "
@@ -279,12 +339,13 @@ def table_a(args):
         print()
         print(f"RMSE to the exact ODE endpoint, d = {d} (lower is better)")
         header = ["integrator"] + [f"NFE {k}" for k in args.nfe]
-        cell = lambda key: f"{rmse[key]:.4f} ±{rmse_se[key]:.3f}"
+        cell = lambda key: f"{rmse[key]:.4f} ±{rmse_se[key]:.3f}" if key in rmse else "-"
         rows = [[name] + [cell((name, k)) for k in args.nfe] for name, _, det in integrators if det]
         lam_names = [f"lambda-DDIM(lam={lam:g})" for lam in LAMBDAS]
         best = {k: min(lam_names, key=lambda nm: rmse[nm, k]) for k in args.nfe}
         rows.append(["lambda-DDIM, best lam per NFE (selected on this draw)"]
                     + [f"{cell((best[k], k))} (lam={best[k].split('=')[1][:-1]})" for k in args.nfe])
+        rows += [[oname] + [cell((oname, k)) for k in args.nfe] for oname in opt_names]
         peer = peer_runs(model, schedule, x_T, args.nfe)
         if peer is None:
             print(f"[peer rows skipped: diffusers (with torch) is not importable; install the extra with {PEER_INSTALL}]")
@@ -302,25 +363,44 @@ def table_a(args):
         print_table(header, rows)
         print("(± one standard error over the samples (delta method). The best-lam row is selected on this same")
         print(" draw, so it is optimistically biased by up to about one standard error.)")
-        goal = {5: 2.0, 10: 0.45, 20: 0.18}
-        if d == 64:
+        if opt_names:
             print()
-            print("Goal on d = 64 (RMSE <= 2.0 at NFE 5, <= 0.45 at NFE 10, <= 0.18 at NFE 20), best fixed-grid row:")
-            det_keys = [key for key in rmse if key[0] in {nm for nm, _, dt in integrators if dt}]
-            for k, target in goal.items():
+            print(f"Optimised grids, d = {d} (fitted on the training draw of {n_train}; times from t = 1 to 0; training "
+                  "MSE of the uniform-t grid -> the fitted grid; fit wall time incl. compilation):")
+            for (oname, k), (times, ginfo) in opt_grids.items():
+                print(f"    {oname}, NFE {k}: [{', '.join(f'{t:.4f}' for t in times)}]")
+                print(f"        training MSE {ginfo['loss_default']:.4f} -> {ginfo['loss_best']:.4f} (iteration "
+                      f"{ginfo['best_iteration']}), {ginfo['seconds']:.1f} s"
+                      + (f"; {ginfo['nonfinite_gradients']} iterations with non-finite gradients (zeroed)"
+                         if ginfo["nonfinite_gradients"] else ""))
+            print(f"    (all grid fits and their evaluation runs, d = {d}: {t_grid:.1f} s)")
+        if d == 64 or opt_names:
+            print()
+            print(f"Goal (stated for d = 64; RMSE <= 2.0 at NFE 5, <= 0.45 at NFE 10, <= 0.18 at NFE 20), d = {d}, "
+                  "same draw, best row:")
+            fixed_names = {nm for nm, _, dt in integrators if dt}
+            for k, target in GOAL.items():
                 if k not in args.nfe:
                     continue
-                name_k = min((key for key in det_keys if key[1] == k), key=lambda key: rmse[key])[0]
-                verdict = "met" if rmse[name_k, k] <= target else "NOT met"
-                print(f"    NFE {k}: {name_k} {cell((name_k, k))} -> {verdict}")
+                parts = []
+                for label, names in [("fixed grid", fixed_names), ("optimised grid", set(opt_names))]:
+                    cands = [key for key in rmse if key[0] in names and key[1] == k]
+                    if cands:
+                        name_k = min(cands, key=lambda key: rmse[key])[0]
+                        parts.append((rmse[name_k, k], f"{label}: {name_k} {cell((name_k, k))}"))
+                verdict = "met" if min(r for r, _ in parts) <= target else "NOT met"
+                print(f"    NFE {k} (target {target}): " + "; ".join(p for _, p in parts) + f" -> {verdict}")
         print()
         print(f"Where the squared error sits, d = {d}: share of the total squared error carried by the worst 1% and")
         print("5% of samples, and by the samples that end nearest another component than their exact endpoint")
         rows = []
         for name in ["DDIM", "DPM-Solver++(2M)", "DPM-Solver++(3M) [default: reference, lower-order final]",
-                     "UniPC-2", "UniPC-3 [default: lower-order final]"]:
+                     "UniPC-2", "UniPC-3 [default: lower-order final]", *opt_names]:
             cells = []
             for k in args.nfe:
+                if (name, k) not in per_sample_err:
+                    cells.append("-")
+                    continue
                 e = np.sort(per_sample_err[name, k])[::-1]
                 tot = max(e.sum(), 1e-30)
                 cells.append(f"{100 * e[: max(1, n // 100)].sum() / tot:.0f}/{100 * e[: max(1, n // 20)].sum() / tot:.0f}"
@@ -336,16 +416,20 @@ def table_a(args):
         print()
         print(f"Samples ending nearest a different mixture component than their exact ODE endpoint, d = {d} (%)")
         rows = [[name] + [f"{switched[name, k]:.2f}" for k in args.nfe] for name, _, det in integrators if det]
+        rows += [[oname] + [f"{switched[oname, k]:.2f}" if (oname, k) in switched else "-" for k in args.nfe]
+                 for oname in opt_names]
         print_table(header, rows)
         print("(Such a sample is off by about |mu_i - mu_j|^2 / d >= 32 in squared error per coordinate, so these few")
         print(" samples near the basin boundaries make up most of the RMSE, and most of its sampling noise.)")
         print()
         print(f"Sliced W1 to exact mixture samples, d = {d} (exact-vs-exact floor at n = {n}: {floor:.4f})")
         rows = [[name] + [f"{sw[name, k]:.4f}" for k in args.nfe] for name, _, _ in integrators]
+        rows += [[oname] + [f"{sw[oname, k]:.4f}" if (oname, k) in sw else "-" for k in args.nfe] for oname in opt_names]
         rows.append(["exact ODE endpoint from x_T"] + [f"{sw_ref:.4f}" for _ in args.nfe])
         rows.append(["exact vs exact (floor)"] + [f"{floor:.4f}" for _ in args.nfe])
         print_table(header, rows)
-        print(f"(d = {d}: {len(integrators) * len(args.nfe) + 1} integrator runs incl. compilation, {t_d:.1f} s)")
+        print(f"(d = {d}: {len(integrators) * len(args.nfe) + 1} fixed-grid integrator runs incl. compilation, {t_d:.1f} s"
+              + (f"; optimised grids: {len(opt_grids)} fits + runs, {t_grid:.1f} s" if opt_grids else "") + ")")
 
 
 def peer_runs(model, schedule, x_T, nfes):
@@ -646,9 +730,24 @@ def main(argv=None):
     parser.add_argument("--check-nfe", type=int, default=250,
                         help="NFE of the DPM-Solver++(2M) convergence check against the reference in (a)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tables", default="abc", help="which tables to print, e.g. 'a' or 'bc' (default abc)")
+    parser.add_argument("--optimised-grids", action="store_true",
+                        help="table (a): also fit a time grid per integrator and NFE (Adam through integrate on a "
+                             "separate training draw, benchmarks/_grid_search.py) and evaluate it held fixed; off by "
+                             "default: it adds about 5-6 minutes to the full run on 2 CPU cores")
+    parser.add_argument("--grid-integrators", nargs="+", default=["unipc2", "unipc3", "dpm2m"],
+                        choices=sorted(GRID_INTEGRATORS), help="integrators given optimised grids (default: unipc2 "
+                        "unipc3 dpm2m)")
+    parser.add_argument("--grid-nfe", type=int, nargs="+", default=[5, 10, 20],
+                        help="NFE values (of --nfe) given optimised grids (default 5 10 20)")
+    parser.add_argument("--grid-train-samples", type=int, default=None,
+                        help="size of the training draw for --optimised-grids (default: --samples)")
+    parser.add_argument("--grid-iterations", type=int, default=150, help="Adam iterations per grid (default 150)")
+    parser.add_argument("--grid-batch", type=int, default=256, help="minibatch per Adam iteration (default 256)")
+    parser.add_argument("--grid-lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    parser.add_argument("--tables", default="abcdef", help="which tables to print, e.g. 'a' or 'bc' (default abcdef)")
+    add_options(parser)
     parser.add_argument("--quick", action="store_true",
-                        help="smaller run: 500 samples, NFE 10 20, 6 repeats, 2 infer() calls")
+                        help="smaller run: 500 samples, NFE 10 20, 6 repeats, 2 infer() calls; (d)-(f) 200 / 300 samples, NFE 10 20")
     parser.add_argument("--_reference", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._reference:
@@ -656,6 +755,7 @@ def main(argv=None):
         return
     if args.quick:
         args.samples, args.nfe, args.repeats, args.infer_calls = 500, [10, 20], 6, 2
+        args.aug_samples, args.aug_nfe, args.digits_samples, args.digits_nfe = 200, [10, 20], 300, [10, 20]
 
     import jax
 
@@ -671,6 +771,12 @@ def main(argv=None):
         table_b(args, monitor)
     if "c" in args.tables:
         table_c(args, monitor)
+    if "d" in args.tables:
+        table_d(args)
+    if "e" in args.tables:
+        table_e(args)
+    if "f" in args.tables:
+        table_f(args, infer_jitted_run)
     print()
     print(f"total wall time {time.perf_counter() - t_start:.0f} s; load average at end "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (timings are wall-clock: other processes on the "

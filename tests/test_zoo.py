@@ -224,3 +224,18 @@ def test_twisted_and_bootstrap_agree_on_the_evidence_of_an_inpainting_problem(mo
     pooled = {k: float(jax.scipy.special.logsumexp(v) - np.log(v.size)) for k, v in log_z.items()}
     assert abs(pooled["twisted"] - pooled["bootstrap"]) < 3.0, log_z
     assert log_z["twisted"].min() > pooled["bootstrap"] - 10.0, log_z
+
+
+def test_the_phase_space_digits_model_loads_as_an_augmented_model():
+    """digits_psld (kind "augmented") loads with zoo.load as a phase_space.AugmentedModel on the PSLD
+    process of its card, and its prior draws digits-shaped images (momentum marginalised)."""
+    assert zoo.available("augmented") == ["digits_psld"] and "digits_psld" not in zoo.available()
+    model = zoo.load("digits_psld")
+    card = zoo.card("digits_psld")
+    assert isinstance(model, ppd.phase_space.AugmentedModel) and card["kind"] == "augmented"
+    assert model.state_shape == (2, 8, 8) and model.sde.beta == card["sde"]["beta"] == 8.0
+    prior = ppd.DiffusionPrior(model, steps=20)
+    x = np.asarray(prior.sample(jax.random.key(0), (16,)))
+    assert x.shape == (16, 8, 8) and np.all(np.isfinite(x))
+    # trained, not noise: about half the pixels are background (-1) as in the data (0.49); N(0, 1) has 0.04
+    assert 0.35 < np.mean(np.abs(x + 1) < 0.1) < 0.65 and np.percentile(np.abs(x), 99) < 1.5

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pp_diffusion import zoo
 from pp_diffusion.networks import num_parameters

@@ -1,5 +1,6 @@
-"""Every notebook under notebooks/ runs from top to bottom without a cell error, and the figures
-a notebook computes are checked where ``NOTEBOOK_CHECKS`` names them.
+"""The machinery of the notebook tests: each notebook under notebooks/ runs from top to bottom without a
+cell error (one test file per notebook, ``test_run_<name>.py``, so that the parallel suite spreads them
+over its workers), and the figures a notebook computes are checked where ``NOTEBOOK_CHECKS`` names them.
 
 The kernel is always this interpreter (``sys.executable -m ipykernel_launcher``), whatever
 kernelspecs the machine has installed: a ``python3`` kernelspec in the user's Jupyter directory,
@@ -20,7 +21,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 CELL_TIMEOUT = 300  # seconds per cell
 
@@ -261,25 +262,9 @@ class _ThisInterpreterKernel(AsyncKernelManager):
         return _ThisInterpreterSpecs(parent=self)
 
 
-def test_notebooks_are_found():
-    assert NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
-    assert set(NOTEBOOK_CHECKS) <= {p.name for p in NOTEBOOKS}, "NOTEBOOK_CHECKS names a missing notebook"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_is_stored_executed(path):
-    """The repository keeps each notebook with its outputs, run top to bottom in one session."""
-    nb = nbformat.read(path, as_version=4)
-    nbformat.validate(nb)
-    counts = [cell.execution_count for cell in nb.cells if cell.cell_type == "code"]
-    assert counts and None not in counts, f"{path.name}: some code cells were never run"
-    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: cells not run in order: {counts}"
-    errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
-    assert not errors, f"{path.name} is stored with errors: {[e.ename for e in errors]}"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
+def run_notebook(name: str, tmp_path):
+    """Execute notebooks/<name> in a kernel on this interpreter and check its figures."""
+    path = NOTEBOOK_DIR / name
     nb = nbformat.read(path, as_version=4)
     # extra cells at the end: the figures the notebook computed (when it has checks), then
     # which interpreter ran the notebook
