@@ -61,7 +61,8 @@ def _kind(folder: Path) -> str:
 
 def available(kind: str | None = "diffusion") -> list[str]:
     """Names of the models of ``kind`` that ship with the package, sorted: ``"diffusion"`` (the
-    default; :func:`load`), ``"classifier"`` (:func:`load_classifier`) or ``None`` for all."""
+    default; :func:`load`), ``"augmented"`` (phase-space models, also :func:`load`), ``"classifier"``
+    (:func:`load_classifier`) or ``None`` for all."""
     if kind is not None and kind not in _KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))} or None (all), got {kind!r}")
     if not _ZOO_DIR.is_dir():

@@ -38,8 +38,8 @@ def _logits(net, x, t=None):
 def test_kinds_and_cards():
     assert NAME in zoo.available("classifier") and NAME not in zoo.available()
     assert "digits" in zoo.available() and "digits" not in zoo.available("classifier")
-    assert zoo.available(None) == sorted(zoo.available("diffusion") + zoo.available("classifier"))
-    with pytest.raises(ValueError, match=r"kind must be one of 'diffusion', 'classifier' or None"):
+    assert zoo.available(None) == sorted(zoo.available("diffusion") + zoo.available("augmented") + zoo.available("classifier"))
+    with pytest.raises(ValueError, match=r"kind must be one of 'diffusion', 'augmented', 'classifier' or None"):
         zoo.available("classifiers")
     with pytest.raises(ValueError, match=r"is a classifier.*zoo.load_classifier\('digits_classifier'\)"):
         zoo.load(NAME)
