@@ -411,26 +411,3 @@ def add_options(parser):
     parser.add_argument("--digits-samples", type=int, default=500, help="draws per row of table (e)")
     parser.add_argument("--digits-nfe", type=int, nargs="+", default=[10, 20, 50, 100], help="NFE values for table (e)")
 
-
-if __name__ == "__main__":  # python benchmarks/_phase_space.py --tables def (the same tables as integrators.py's)
-    import argparse
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from integrators import infer_jitted_run
-
-    p = argparse.ArgumentParser()
-    add_options(p)
-    p.add_argument("--tables", default="def")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overhead-samples", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--compile-steps", type=int, nargs="+", default=[100, 1000])
-    a = p.parse_args()
-    if "d" in a.tables:
-        table_d(a)
-    if "e" in a.tables:
-        table_e(a)
-    if "f" in a.tables:
-        table_f(a, infer_jitted_run)

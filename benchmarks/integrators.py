@@ -282,22 +282,25 @@ def table_a(args):
         ref_comp = nearest(ref)
         t_d = time.perf_counter()
         per_sample_err, switched_err = {}, {}
+        def record(name, nfe, x0, deterministic=True):
+            """The row's figures at this NFE: RMSE (with its standard error), basin changes, sliced W1."""
+            if deterministic:
+                per_sample = np.mean((x0 - ref) ** 2, axis=1)
+                per_sample_err[name, nfe] = per_sample
+                rmse[name, nfe] = float(np.sqrt(per_sample.mean()))
+                # standard error of the RMSE over the n samples (delta method)
+                rmse_se[name, nfe] = float(per_sample.std() / np.sqrt(n) / (2 * max(rmse[name, nfe], 1e-30)))
+                moved = nearest(x0) != ref_comp
+                switched[name, nfe] = 100.0 * float(np.mean(moved))
+                switched_err[name, nfe] = float(per_sample[moved].sum())
+            sw[name, nfe] = float(sliced_wasserstein(dirs_key, jnp.asarray(x0, jnp.float32), exact1, 1000))
+
         for name, factory, deterministic in integrators:
             for nfe in args.nfe:
                 integ, steps = factory(nfe)
                 times = schedules.as_grid(schedule, steps, schedules.uniform_t)
                 run = jax.jit(jax.vmap(lambda k, x, integ=integ, times=times: integrate(k, integ, model, x, times)[0]))
-                x0 = np.asarray(run(keys, x_T), dtype=np.float64)
-                if deterministic:
-                    per_sample = np.mean((x0 - ref) ** 2, axis=1)
-                    per_sample_err[name, nfe] = per_sample
-                    rmse[name, nfe] = float(np.sqrt(per_sample.mean()))
-                    # standard error of the RMSE over the n samples (delta method)
-                    rmse_se[name, nfe] = float(per_sample.std() / np.sqrt(n) / (2 * max(rmse[name, nfe], 1e-30)))
-                    moved = nearest(x0) != ref_comp
-                    switched[name, nfe] = 100.0 * float(np.mean(moved))
-                    switched_err[name, nfe] = float(per_sample[moved].sum())
-                sw[name, nfe] = float(sliced_wasserstein(dirs_key, jnp.asarray(x0, jnp.float32), exact1, 1000))
+                record(name, nfe, np.asarray(run(keys, x_T), dtype=np.float64), deterministic)
         t_d = time.perf_counter() - t_d
         # --optimised-grids: fit a grid per (integrator, NFE) on the training draw, then evaluate it here.
         opt_names, opt_grids, t_grid = [], {}, time.perf_counter()
@@ -315,15 +318,7 @@ def table_a(args):
                     opt_grids[oname, nfe] = (times, ginfo)
                     tt = jnp.asarray(times)
                     run = jax.jit(jax.vmap(lambda k, x, integ=integ, tt=tt: integrate(k, integ, model, x, tt)[0]))
-                    x0 = np.asarray(run(keys, x_T), dtype=np.float64)
-                    per_sample = np.mean((x0 - ref) ** 2, axis=1)
-                    per_sample_err[oname, nfe] = per_sample
-                    rmse[oname, nfe] = float(np.sqrt(per_sample.mean()))
-                    rmse_se[oname, nfe] = float(per_sample.std() / np.sqrt(n) / (2 * max(rmse[oname, nfe], 1e-30)))
-                    moved = nearest(x0) != ref_comp
-                    switched[oname, nfe] = 100.0 * float(np.mean(moved))
-                    switched_err[oname, nfe] = float(per_sample[moved].sum())
-                    sw[oname, nfe] = float(sliced_wasserstein(dirs_key, jnp.asarray(x0, jnp.float32), exact1, 1000))
+                    record(oname, nfe, np.asarray(run(keys, x_T), dtype=np.float64))
         t_grid = time.perf_counter() - t_grid
         sw_ref = float(sliced_wasserstein(dirs_key, jnp.asarray(ref, jnp.float32), exact1, 1000))
         # Sanity check that the reference solves the ODE the integrators discretise: converge at many steps.
