@@ -44,20 +44,6 @@ def augmented_problem(d):
     return sde, mix, AugmentedGaussianMixture(mix, sde)
 
 
-def exact_eps_model(aug, name="exact"):
-    """An :class:`AugmentedModel` whose 'network' is the exact eps = -L_t^T s(z, t)."""
-    import jax.numpy as jnp
-
-    from pp_diffusion.phase_space import AugmentedModel
-    from pp_diffusion.phase_space._conjugate import eps_to_score
-
-    def eps(z, t):
-        _, L = eps_to_score(aug.sde, t, z.dtype)
-        return -jnp.tensordot(L.T, aug.score(z, t), axes=1)
-
-    return AugmentedModel(eps, aug.sde, (aug.dim,), name=name, t_min=T_MIN)
-
-
 def reference_endpoints(aug_d, z_T, t_min=T_MIN):
     """The exact PF-ODE endpoints at t_min, float64 Dopri8 (x64 enabled only inside)."""
     import diffrax
@@ -361,7 +347,7 @@ def table_f(args, infer_jitted_run):
 
     def aug_setup(steps):
         _, _, aug = augmented_problem(64)
-        prior = ppd.DiffusionPrior(exact_eps_model(aug), steps=steps, integrator=ppd.phase_space.sscs(aug.sde))
+        prior = ppd.DiffusionPrior(aug.model(t_min=T_MIN), steps=steps, integrator=ppd.phase_space.sscs(aug.sde))
         return aug, prior
 
     def program_of(prior):

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pp_diffusion.integrators._conjugate import check_lam
-from pp_diffusion.phase_space._psld import PSLD
+from pp_diffusion.phase_space._psld import PSLD, eps_to_score
 from pp_diffusion.phase_space._splitting import (
     SplittingIntegrator,
     _advance,
@@ -74,13 +74,6 @@ def _exp_neg_f(sde: PSLD, t, dtype):
 def transform(sde: PSLD, lam: float, t, dtype):
     """A_t = e^{lam t} exp(-F t)."""
     return jnp.exp(lam * t) * _exp_neg_f(sde, t, dtype)
-
-
-def eps_to_score(sde: PSLD, t, dtype):
-    """(C_t, L_t): s = -C_t eps with C_t = L_t^{-T}, Sigma_t = L_t L_t^T."""
-    _, S = sde.kernel(jnp.asarray(t, dtype))
-    L = jnp.linalg.cholesky(S)
-    return jnp.linalg.inv(L).T, L
 
 
 def _sqrt_nodes(lo, hi, dtype):
@@ -126,18 +119,23 @@ def phi_increment(sde: PSLD, lam: float, t, s, dtype, rotate: bool = True):
     return -jnp.einsum("n,nij->ij", w, jax.vmap(integrand)(nodes))
 
 
-def _conjugate_step(sde, lam, z, e, t, s, rotate=True):
-    """z_s = A_s^{-1}((1 + lam (s - t)) A_t z + (Phi_s - Phi_t) e), e the Cholesky-frame eps at (z, t)."""
-    dtype = z.dtype
-    P = phi_increment(sde, lam, t, s, dtype, rotate)
-    zhat = (1 + lam * (s - t)) * _mat(transform(sde, lam, t, dtype), z) + _mat(P, e)
-    return _mat(jnp.linalg.inv(transform(sde, lam, s, dtype)), zhat)
+def _step_coefficients(sde, lam, t, s, dtype, rotate=True):
+    """The conjugate step t -> s as z_s = K z_t + P e: K = A_s^{-1} (1 + lam (s - t)) A_t and
+    P = A_s^{-1} (Phi_s - Phi_t), with A_s^{-1} = e^{-lam s} exp(F s) in closed form."""
+    back = jnp.exp(-lam * s) * sde.mean_matrix(jnp.asarray(s, dtype))
+    K = (1 + lam * (s - t)) * back @ transform(sde, lam, t, dtype)
+    return K, back @ phi_increment(sde, lam, t, s, dtype, rotate)
 
 
-def _eps(score_fn, sde, z, t):
-    """eps = -L_t^T s(z, t) (the network's prediction, recovered from the score)."""
-    _, L = eps_to_score(sde, t, z.dtype)
-    return -_mat(L.T, score_fn(z, t))
+def _apply(coefficients, z, e):
+    K, P = coefficients
+    return _mat(K, z) + _mat(P, e)
+
+
+def _score_and_eps(score_fn, sde, z, t):
+    """The score at (z, t) and the network's eps = -L_t^T s (recovered from the score)."""
+    score = score_fn(z, t)
+    return score, -_mat(eps_to_score(sde, t, z.dtype)[1].T, score)
 
 
 def conjugate_euler(sde: PSLD, lam: float = 0.0, *, rotate: bool = True) -> SplittingIntegrator:
@@ -148,7 +146,8 @@ def conjugate_euler(sde: PSLD, lam: float = 0.0, *, rotate: bool = True) -> Spli
     def step(rng_key, state, score_fn, t, s):
         del rng_key
         z = state.z
-        return _advance(state, _conjugate_step(sde, lam, z, _eps(score_fn, sde, z, t), t, s, rotate)), _info(1)
+        coefficients = _step_coefficients(sde, lam, t, s, z.dtype, rotate)
+        return _advance(state, _apply(coefficients, z, _score_and_eps(score_fn, sde, z, t)[1])), _info(1)
 
     return SplittingIntegrator(_init, step, 1, "conjugate_euler", False)
 
@@ -162,8 +161,9 @@ def conjugate_symplectic_euler(sde: PSLD, lam: float = 0.0, *, rotate: bool = Tr
     def step(rng_key, state, score_fn, t, s):
         del rng_key
         z = state.z
-        x_s = _conjugate_step(sde, lam, z, _eps(score_fn, sde, z, t), t, s, rotate)[0]
-        m_s = _conjugate_step(sde, lam, z, _eps(score_fn, sde, jnp.stack([x_s, z[1]]), t), t, s, rotate)[1]
+        coefficients = _step_coefficients(sde, lam, t, s, z.dtype, rotate)  # shared by both halves
+        x_s = _apply(coefficients, z, _score_and_eps(score_fn, sde, z, t)[1])[0]
+        m_s = _apply(coefficients, z, _score_and_eps(score_fn, sde, jnp.stack([x_s, z[1]]), t)[1])[1]
         return _advance(state, jnp.stack([x_s, m_s])), _info(2)
 
     return SplittingIntegrator(_init, step, 2, "conjugate_symplectic_euler", False)
@@ -181,10 +181,10 @@ def conjugate_oba(sde: PSLD, lam: float = 0.0, position_noise: float | None = No
     def step(rng_key, state, score_fn, t, s):
         h = t - s
         z = _o_step(sde, eta2, rng_key, state.z, h)
-        e = _eps(score_fn, sde, z, t)
-        C, _ = eps_to_score(sde, t, z.dtype)
-        r = _residual_from_score(sde, z, -_mat(C, e))
+        score, e = _score_and_eps(score_fn, sde, z, t)
+        r = _residual_from_score(sde, z, score)
         z_kick = z + 0.5 * h * jnp.asarray(D, z.dtype).reshape((2,) + (1,) * (z.ndim - 1)) * r
-        return _advance(state, _conjugate_step(sde, lam, z_kick, e, t, s, rotate)), _info(1)
+        coefficients = _step_coefficients(sde, lam, t, s, z.dtype, rotate)
+        return _advance(state, _apply(coefficients, z_kick, e)), _info(1)
 
     return SplittingIntegrator(_init, step, 1, "conjugate_oba", True)

@@ -24,7 +24,8 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from pp_diffusion.gmm import GaussianMixture
-from pp_diffusion.phase_space._psld import PSLD
+from pp_diffusion.phase_space._model import AugmentedModel
+from pp_diffusion.phase_space._psld import PSLD, eps_to_score
 
 __all__ = ["AugmentedGaussianMixture"]
 
@@ -112,6 +113,15 @@ class AugmentedGaussianMixture(eqx.Module):
         gain = lam * (a[0] * sol[:, 0] + a[1] * sol[:, 1])  # l a^T S^{-1} resid, (K, d) rotated
         post = self.mixture.means.astype(gain.dtype) + self._unrotate(gain[:, None])[:, 0]
         return jnp.sum(r[:, None] * post, axis=0)
+
+    def eps(self, z, t):
+        """The exact eps-prediction, -L_t^T s(z, t) (what a perfectly trained network outputs)."""
+        _, L = eps_to_score(self.sde, t, jnp.result_type(z, float))
+        return -jnp.tensordot(L.T, self.score(z, t), axes=1)
+
+    def model(self, name: str = "exact", t_min: float = 1e-3) -> AugmentedModel:
+        """An :class:`AugmentedModel` whose network is the exact :meth:`eps`."""
+        return AugmentedModel(self.eps, self.sde, (self.dim,), name=name, t_min=t_min)
 
     def sample(self, rng_key, num_samples: int, t) -> jax.Array:
         """Exact draws of z_t, shape ``(num_samples, 2, d)``: x_0 from the mixture, then the kernel."""

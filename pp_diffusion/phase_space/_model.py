@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from pp_diffusion.phase_space._psld import PSLD
+from pp_diffusion.phase_space._psld import PSLD, eps_to_score
 
 __all__ = ["AugmentedModel"]
 
@@ -83,27 +83,25 @@ class AugmentedModel(eqx.Module):
         """``(2, *event_shape)``, the shape of one augmented state."""
         return (2, *self.event_shape)
 
-    def _cholesky(self, t, dtype):
-        _, S = self.sde.kernel(jnp.asarray(t, dtype))
-        return jnp.linalg.cholesky(S)
-
     def eps(self, z, t):
         """The network's eps prediction at (z, t)."""
         return self.network(z, t)
 
+    def _score(self, z, t):
+        C, _ = eps_to_score(self.sde, t, z.dtype)
+        return -jnp.tensordot(C, self.eps(z, t), axes=1), C
+
     def score(self, z, t):
         """s(z, t) = -L_t^{-T} eps_theta(z, t), shape ``(2, *event_shape)``."""
-        z = jnp.asarray(z)
-        L = self._cholesky(t, z.dtype)
-        return -jnp.tensordot(jnp.linalg.inv(L).T, self.eps(z, t), axes=1)
+        return self._score(jnp.asarray(z), t)[0]
 
     def denoise(self, z, t):
         """E[x_0 | z_t = z] by the generalised-least-squares Tweedie formula, shape ``event_shape``."""
         z = jnp.asarray(z)
-        A, S = self.sde.kernel(jnp.asarray(t, z.dtype))
-        a = A[:, 0]
-        P = jnp.linalg.inv(S)
-        x0 = jnp.tensordot(a / (a @ P @ a), jnp.tensordot(P, z, axes=1) + self.score(z, t), axes=1)
+        score, C = self._score(z, t)
+        a = self.sde.mean_matrix(jnp.asarray(t, z.dtype))[:, 0]
+        P = C @ C.T  # Sigma_t^{-1} = L^{-T} L^{-1}
+        x0 = jnp.tensordot(a / (a @ P @ a), jnp.tensordot(P, z, axes=1) + score, axes=1)
         return x0 if self.data_range is None else jnp.clip(x0, *self.data_range)
 
     def prior_sample(self, rng_key, sample_shape=()):

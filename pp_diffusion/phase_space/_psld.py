@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import expm
 
-__all__ = ["CLD", "PSLD", "PerturbedSample"]
+__all__ = ["CLD", "PSLD", "PerturbedSample", "eps_to_score"]
 
 
 def _check_positive_number(name, value, *, allow_zero=False):
@@ -205,6 +205,14 @@ class PSLD(eqx.Module):
         eps = jax.random.normal(rng_key, (2, *tuple(event_shape)), dtype=dtype)
         scale = jnp.sqrt(jnp.asarray([1.0, self.mass], dtype=dtype)).reshape((2,) + (1,) * len(tuple(event_shape)))
         return scale * eps
+
+
+def eps_to_score(sde: PSLD, t, dtype):
+    """(C_t, L_t) with Sigma_t = L_t L_t^T (Cholesky) and C_t = L_t^{-T}: an eps-prediction's score is
+    s = -C_t eps (and eps = -L_t^T s)."""
+    _, S = sde.kernel(jnp.asarray(t, dtype))
+    L = jnp.linalg.cholesky(S)
+    return jnp.linalg.inv(L).T, L
 
 
 def CLD(beta=8.0, nu=4.0, m0_var_scale=0.04) -> PSLD:

@@ -10,7 +10,8 @@ import pytest
 from jax.scipy.linalg import expm
 
 from pp_diffusion.phase_space import PSLD
-from pp_diffusion.phase_space._conjugate import eps_to_score, phi_increment, transform
+from pp_diffusion.phase_space._conjugate import phi_increment, transform
+from pp_diffusion.phase_space._psld import eps_to_score
 
 SDE = PSLD()
 

@@ -20,20 +20,13 @@ from pp_diffusion.phase_space import (
     sscs,
     time_grid,
 )
-from pp_diffusion.phase_space._conjugate import eps_to_score
 
 SDE = PSLD()
 MIX = GaussianMixture([0.3, 0.7], [[-1.5, 0.5], [1.0, -1.0]], [0.15, 0.25])
 AUG = AugmentedGaussianMixture(MIX, SDE)
 
 
-def exact_eps(z, t):
-    """The eps 'network' of the exact score: eps = -L_t^T s(z, t)."""
-    _, L = eps_to_score(SDE, t, z.dtype)
-    return -jnp.tensordot(L.T, AUG.score(z, t), axes=1)
-
-
-MODEL = AugmentedModel(exact_eps, SDE, (2,), name="exact")
+MODEL = AUG.model()
 
 
 def test_score_and_denoiser_of_an_exact_eps_network():
@@ -84,7 +77,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(TypeError, match="score_fn"):
         ppd.phase_space.integrate(jax.random.PRNGKey(0), sscs(SDE), vp, jnp.zeros((2, 2)), time_grid(2))
     with pytest.raises(ValueError, match="t_min"):
-        AugmentedModel(exact_eps, SDE, (2,), t_min=0.0)
+        AugmentedModel(AUG.eps, SDE, (2,), t_min=0.0)
 
 
 def test_conditioning_samplers_refuse_a_phase_space_prior():
