@@ -170,7 +170,10 @@ class DiffusionPrior(dist.Distribution):
         return self.model.schedule.sigma(self.times[0])
 
     def initial_noise(self, rng_key, num_samples: int):
-        """x_T ~ N(0, initial_std^2 I), shape ``(num_samples, *event_shape)``."""
+        """x_T ~ N(0, initial_std^2 I), shape ``(num_samples, *event_shape)``; for a phase-space prior the
+        chain's start z_T ~ N(0, Sigma_inf), shape ``(num_samples, 2, *event_shape)``."""
+        if self.augmented:
+            return self.model.prior_sample(rng_key, (num_samples,))
         return self.initial_std * jax.random.normal(rng_key, (num_samples, *self.event_shape))
 
     def sample(self, key, sample_shape=()):
@@ -178,7 +181,7 @@ class DiffusionPrior(dist.Distribution):
         k_init, k_chain = jax.random.split(key)
         keys = jax.random.split(k_chain, num)
         if self.augmented:
-            z_T = self.model.prior_sample(k_init, (num,))
+            z_T = self.initial_noise(k_init, num)
             run = lambda k, z: integrate_augmented(k, self.integrator, self.model.score, z, self.times)[0][0]
             x_0 = jax.vmap(run)(keys, z_T)
         else:

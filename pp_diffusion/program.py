@@ -600,8 +600,18 @@ class FeynmanKacModel(NamedTuple):
         """r_t^2, the Var[x_0 | x_t] of the conditioning samplers (their Gaussian twists and last
         transition x_{t_1} -> x_0): the prior's ``x0_var`` Gamma_t when it has one, else
         v sigma_t^2 / (alpha_t^2 v + sigma_t^2), exact for data x_0 ~ N(0, v I)."""
+        if getattr(self.prior, "augmented", False):  # Var[x_0 | z_t] of the phase-space kernel
+            return self.prior.model.x0_var(t, self.data_var)
         sched = self.prior.model.schedule
         return conditioning_x0_var(self.prior.x0_var, self.data_var, t, sched.alpha(t), sched.sigma(t))
+
+
+def _twist_x0_var(prior, data_var):
+    """The x0_var of the twists' r_t^2 (:func:`~pp_diffusion.x0_variance.conditioning_x0_var`): the prior's
+    own, or for a phase-space prior the exact Var[x_0 | z_t] of N(0, v) data (which ignores alpha, sigma)."""
+    if getattr(prior, "augmented", False):
+        return lambda t: prior.model.x0_var(t, data_var)
+    return prior.x0_var
 
 
 def linear_gaussian_structure(program, info: ProgramInfo, data):
@@ -639,13 +649,19 @@ def _potential(program, info, data, readings, lg, data_var):
     """The Potential of the readings (see :mod:`pp_diffusion.twists`)."""
     from pp_diffusion import potentials
 
-    event_shape, x0_var = info.prior.event_shape, info.prior.x0_var
+    event_shape, x0_var = info.prior.event_shape, _twist_x0_var(info.prior, data_var)
     index = {r.name: i for i, r in enumerate(readings)}
     linearized = [r for r in readings if r.twist.kind == "linearized" and len(r.keep)]
     at_x0_hat = [r for r in readings if r.twist.kind == "lookahead"
                  or (r.twist.kind == "tempered" and r.twist.schedule is not None)]
     custom = [r for r in readings if r.twist.kind == "custom"]
     adaptive = [r for r in readings if r.twist.kind == "tempered" and r.twist.schedule is None]
+    if getattr(info.prior, "augmented", False) and (custom or adaptive):
+        names = [r.name for r in custom + adaptive]
+        raise ValueError(
+            f"site(s) {names}: custom twists (which read the VP state x_t) and adaptively tempered twists (the "
+            f"default of factors) are not available on the phase-space prior of site {info.site!r}; declare "
+            "another on the site, e.g. infer={'twist': 'lookahead'} (pp_diffusion.twists)")
     sites_at = lambda x0: _observed_sites(_conditioned_trace(program, info, data, x0))
 
     def linearized_terms(x0_hat, r2):
@@ -713,29 +729,40 @@ def _potential(program, info, data, readings, lg, data_var):
 
 
 def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = None,
-                energy_targets: bool = False, stochastic: bool = True) -> FeynmanKacModel:
+                energy_targets: bool = False, stochastic: bool = True,
+                augmented: bool = False) -> FeynmanKacModel:
     """Build the Feynman–Kac model of a conditioned program (its structure is read eagerly from
     ``info.data``; the observations come from ``data``, which may be traced).
 
     ``data_var`` overrides the model's ``data_var`` in the Gaussian twists. A diffusion site that is an
     :class:`~pp_diffusion.energy.EnergyPrior` is refused unless ``energy_targets`` (the sampler weighs
     its energies: :func:`pp_diffusion.smc.energy`). ``stochastic=False`` accepts any chain of the prior,
-    deterministic integrators included (for samplers that weigh nothing: particle guidance)."""
+    deterministic integrators included (for samplers that weigh nothing: particle guidance). A
+    phase-space prior (:class:`~pp_diffusion.phase_space.AugmentedModel`) is refused unless
+    ``augmented`` (the sampler moves z = [x; m] with the prior's splitting integrator: bootstrap SMC and
+    DPS); its twists take r_t^2 = Var[x_0 | z_t] from :meth:`AugmentedModel.x0_var`."""
     check_conditionable(info)
     from pp_diffusion.energy import EnergyPrior
 
     if getattr(info.prior, "augmented", False):
-        raise ValueError(
-            f"the diffusion site {info.site!r} has a phase-space prior ({info.prior.model.name}): the conditioning "
-            "samplers' kernels, twists and potentials are those of the VP chain x_t = alpha_t x_0 + sigma_t eps, "
-            "not of z = [x; m]. Sample it unconditionally with DiffusionPrior.sample (or numpyro.infer.Predictive); "
-            "condition a VP model (docs/samplers.md, 'Phase-space priors')")
+        if not augmented:
+            raise ValueError(
+                f"the diffusion site {info.site!r} has a phase-space prior ({info.prior.model.name}): this "
+                "sampler's kernels and twists are those of the VP chain x_t = alpha_t x_0 + sigma_t eps, not of "
+                "z = [x; m]. Condition it with pp_diffusion.smc.bootstrap or pp_diffusion.guidance.dps (they "
+                "move z with the prior's splitting integrator; docs/samplers.md, 'Phase-space priors')")
+        if stochastic and not info.prior.integrator.stochastic:
+            raise ValueError(
+                f"conditioning samplers need a stochastic chain: the phase-space prior of site {info.site!r} "
+                f"runs the deterministic integrator {info.prior.integrator.name!r}; build it with a stochastic "
+                "one (phase_space.sscs, euler_maruyama, oba, reduced_oba or conjugate_oba)")
     if isinstance(info.prior, EnergyPrior) and not energy_targets:
         raise ValueError(
             f"the diffusion site {info.site!r} is an energy prior ({info.prior.model.name}): its target "
             "exp(-sum_k beta_k E_k) is sampled by pp_diffusion.smc.energy; this sampler would run the chain of the "
             "summed score, which samples a different law")
-    if stochastic and (info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None)):
+    if stochastic and not getattr(info.prior, "augmented", False) and (
+            info.prior.eta is None or (info.prior.eta <= 0 and info.prior.x0_var is None)):
         raise ValueError(
             "conditioning samplers need the stochastic DDIM-family chain: build the prior as "
             f"DiffusionPrior(model, eta > 0) or with x0_var, got eta={info.prior.eta} "
@@ -753,7 +780,7 @@ def feynman_kac(program, info: ProgramInfo, data, *, data_var: float | None = No
     if readings and not rest:
         from pp_diffusion import potentials
 
-        potential = potentials.linear_gaussian_potential(lg, v, info.prior.x0_var)
+        potential = potentials.linear_gaussian_potential(lg, v, _twist_x0_var(info.prior, v))
     else:
         potential = _potential(program, info, data, readings, lg, v)
     sites_at = lambda x0: _observed_sites(_conditioned_trace(program, info, data, x0))

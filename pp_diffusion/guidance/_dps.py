@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from pp_diffusion import potentials
 from pp_diffusion.samplers import Sampler, _check_positive_int
 from pp_diffusion.smc import _base
+from pp_diffusion.smc._augmented import augmented_moves
 from pp_diffusion.smc._twisted import chain_moves
 
 __all__ = ["dps"]
@@ -59,7 +60,9 @@ def dps(num_samples: int = 1000, *, scale: float = 1.0, normalize: bool | None =
     ``None``, takes the normalised step when every observed site is linear-Gaussian (its step does not
     grow like 1 / sigma_y^2, so it does not diverge on precise observations) and the constant one
     otherwise. ``scale`` is then the paper's zeta' (1.0 in its linear experiments), or the multiple of
-    the conditional score's correction.
+    the conditional score's correction. On a phase-space prior the constant step is the only one: the
+    prior's splitting integrator runs with the score s(z, t) + scale grad_z log G(xhat_0(z, t))
+    (``pp_diffusion/smc/_augmented.py``).
     """
     num_samples = _check_positive_int(num_samples, "num_samples")
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not float(scale) >= 0:
@@ -68,6 +71,12 @@ def dps(num_samples: int = 1000, *, scale: float = 1.0, normalize: bool | None =
         raise TypeError(f"normalize must be True, False or None, got {normalize!r}")
 
     def moves(fk):
+        if fk.prior.augmented:  # the guided score in the prior's splitting integrator
+            if normalize:
+                raise ValueError(
+                    f"dps(normalize=True) takes a step on the VP state x_t; the phase-space prior of site "
+                    f"{fk.site!r} is guided through its score: use dps(normalize=False) or the default")
+            return augmented_moves(fk, guidance_scale=float(scale))
         normed = fk.all_linear_gaussian if normalize is None else normalize
         if normed:
             if not fk.all_linear_gaussian:
@@ -86,5 +95,5 @@ def dps(num_samples: int = 1000, *, scale: float = 1.0, normalize: bool | None =
         "dps", moves, num_particles=num_samples, nfe_per_step=1, vjp_per_step=1,
         resampling=resampling_lib.systematic, ess_threshold=0.0, weighted=False,
         extra_settings={"scale": float(scale), "normalize": str(normalize)},
-        twist_names=lambda kinds: {k: "dps" for k in kinds},
+        twist_names=lambda kinds: {k: "dps" for k in kinds}, augmented=True,
     )

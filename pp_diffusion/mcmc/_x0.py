@@ -75,6 +75,10 @@ def _check_init(init):
 
 def _log_p0_fn(model, prior) -> tuple[Callable, str]:
     """``(x_0 -> log p_0(x_0), "exact" | "energy")`` of a model, or the ``ValueError`` that says how to get one."""
+    if getattr(prior, "augmented", False):
+        raise ValueError(
+            f"MCMC on x_0 needs the clean-data log-density log p_0, and the phase-space model {model.name!r} has none "
+            "(its chain runs on z = [x; m]); condition it with pp_diffusion.smc.bootstrap or pp_diffusion.guidance.dps")
     data = model.data_distribution
     if data is not None and hasattr(data, "log_prob"):
         return prior.log_prob, "exact"

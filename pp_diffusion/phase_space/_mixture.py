@@ -120,8 +120,10 @@ class AugmentedGaussianMixture(eqx.Module):
         return -jnp.tensordot(L.T, self.score(z, t), axes=1)
 
     def model(self, name: str = "exact", t_min: float = 1e-3) -> AugmentedModel:
-        """An :class:`AugmentedModel` whose network is the exact :meth:`eps`."""
-        return AugmentedModel(self.eps, self.sde, (self.dim,), name=name, t_min=t_min)
+        """An :class:`AugmentedModel` whose network is the exact :meth:`eps` (``data_var`` the mixture's
+        mean per-coordinate variance, as :meth:`GaussianMixture.diffusion_model`)."""
+        return AugmentedModel(self.eps, self.sde, (self.dim,), name=name, t_min=t_min,
+                              data_var=float(self.mixture.mean_variance()))
 
     def sample(self, rng_key, num_samples: int, t) -> jax.Array:
         """Exact draws of z_t, shape ``(num_samples, 2, d)``: x_0 from the mixture, then the kernel."""

@@ -95,14 +95,29 @@ class AugmentedModel(eqx.Module):
         """s(z, t) = -L_t^{-T} eps_theta(z, t), shape ``(2, *event_shape)``."""
         return self._score(jnp.asarray(z), t)[0]
 
-    def denoise(self, z, t):
-        """E[x_0 | z_t = z] by the generalised-least-squares Tweedie formula, shape ``event_shape``."""
+    def score_and_denoise(self, z, t):
+        """``(s(z, t), E[x_0 | z_t = z])`` from one network evaluation: the score and the
+        generalised-least-squares Tweedie estimate (module docstring)."""
         z = jnp.asarray(z)
         score, C = self._score(z, t)
         a = self.sde.mean_matrix(jnp.asarray(t, z.dtype))[:, 0]
         P = C @ C.T  # Sigma_t^{-1} = L^{-T} L^{-1}
         x0 = jnp.tensordot(a / (a @ P @ a), jnp.tensordot(P, z, axes=1) + score, axes=1)
-        return x0 if self.data_range is None else jnp.clip(x0, *self.data_range)
+        return score, (x0 if self.data_range is None else jnp.clip(x0, *self.data_range))
+
+    def denoise(self, z, t):
+        """E[x_0 | z_t = z] by the generalised-least-squares Tweedie formula, shape ``event_shape``."""
+        return self.score_and_denoise(z, t)[1]
+
+    def x0_var(self, t, data_var=None):
+        """Var[x_0 | z_t] per coordinate for data x_0 ~ N(0, v I) (v = ``data_var``, the model's by
+        default): z_t | x_0 ~ N(a_t x_0, Sigma_t) row by row, so the posterior precision is
+        1 / v + a_t^T Sigma_t^{-1} a_t. The conditioning samplers' r_t^2 (their Gaussian twists)."""
+        v = self.data_var if data_var is None else data_var
+        dtype = jnp.result_type(t, float)
+        a = self.sde.mean_matrix(jnp.asarray(t, dtype))[:, 0]
+        C, _ = eps_to_score(self.sde, t, dtype)
+        return 1.0 / (1.0 / v + jnp.sum((C.T @ a) ** 2))
 
     def prior_sample(self, rng_key, sample_shape=()):
         """Draws of the reverse chain's start N(0, Sigma_inf), shape ``(*sample_shape, 2, *event_shape)``."""

@@ -491,7 +491,7 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
                data_var: float | None = None, weighted: bool = True,
                extra_settings: dict | None = None, twist_names: Callable = dict,
                setup: Callable | None = None, log_z_offset: Callable | None = None,
-               mcmc: Callable | None = None, mcmc_every_step: bool = False) -> Sampler:
+               mcmc: Callable | None = None, mcmc_every_step: bool = False, augmented: bool = False) -> Sampler:
     """A :class:`~pp_diffusion.Sampler` whose :class:`SMCKernel` moves particles with ``moves(context)
     -> (init_particle, move[, temper])``.
 
@@ -505,6 +505,9 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
     ``twist_names`` maps the program's ``{site: twist kind}`` to what the method uses (the DataTree's
     ``twists`` attribute). ``vjp_per_step`` may be a function of the context. ``mcmc(context) -> (mcmc,
     initial log step, cost per evaluation)`` adds MCMC moves (:func:`smc_step_fn`'s ``mcmc``).
+    ``augmented`` accepts phase-space priors (the default setup's ``feynman_kac(augmented=True)``):
+    ``moves`` then moves z = [x; m], the draws are x = z[0] and the cost is
+    :func:`~pp_diffusion.smc._augmented.augmented_cost`'s.
     """
     num_particles = _check_positive_int(num_particles, "num_particles")
     if not callable(resampling):
@@ -522,7 +525,7 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
                     ess_threshold=ess_threshold, resample_every=str(resample_every), **(extra_settings or {}))
 
     def default_setup(program, info, data):
-        return feynman_kac(program, info, data, data_var=data_var)
+        return feynman_kac(program, info, data, data_var=data_var, augmented=augmented)
 
     def kernel(context) -> SMCKernel:
         fk = context if isinstance(context, FeynmanKacModel) else context[0]
@@ -538,6 +541,10 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
         nfe = (1 + nfe_per_step * (steps - 1)) * per_call
         vjps = vjp_per_step(context) if callable(vjp_per_step) else vjp_per_step
         vjp = 0 if vjps == 0 else (1 + vjps * (steps - 1)) * per_call
+        if getattr(fk.prior, "augmented", False):
+            from pp_diffusion.smc._augmented import augmented_cost
+
+            nfe, vjp = augmented_cost(fk, weighted=weighted)
         extra_params = None if mcmc_fn is None else {"log_step": jnp.asarray(log_step0, jnp.float32)}
         offset = 0.0 if log_z_offset is None else log_z_offset(context)
 
@@ -550,6 +557,8 @@ def fk_sampler(name: str, moves: Callable, *, num_particles: int, nfe_per_step: 
             return step(init_key(rng_key), skeleton(rng_key))[0]
 
         def output(rng_key, state, infos) -> SamplerOutput:
+            if getattr(fk.prior, "augmented", False):  # x = z[0]: the momenta are marginalised
+                state = state._replace(particles=state.particles._replace(x=state.particles.x[:, 0]))
             draws, sample_stats, run_stats, particles = smc_output(
                 rng_key, state, infos, resampling=resampling, nfe=nfe, vjp=vjp, weighted=weighted,
                 tempered=temper is not None, site_log_probs=fk.site_log_probs, log_z_offset=offset,

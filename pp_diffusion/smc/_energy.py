@@ -187,6 +187,10 @@ def _mcmc(move: Move):
 
 def _setup(program, info, data):
     model = info.prior.model
+    if getattr(info.prior, "augmented", False):
+        raise ValueError(f"smc.energy weighs a VP energy model's chain; the diffusion site {info.site!r} has a "
+                         f"phase-space prior ({model.name}): condition it with pp_diffusion.smc.bootstrap or "
+                         "pp_diffusion.guidance.dps")
     model.check_energy(f"the diffusion site {info.site!r}'s model")
     if info.prior.order != 1 or info.prior.x0_var is not None:
         raise ValueError("smc.energy uses the first-order DDPM-family kernel: build the prior without order=2 and "

@@ -32,6 +32,7 @@ from pp_diffusion.integrators._ddim import kernel_moments, multistep_x0
 from pp_diffusion.program import FeynmanKacModel
 from pp_diffusion.samplers import Sampler
 from pp_diffusion.smc import _base
+from pp_diffusion.smc._augmented import augmented_moves
 from pp_diffusion.smc._base import Particle, fk_sampler, gaussian_log_ratio
 
 __all__ = ["bootstrap", "twisted", "fk_steering", "chain_moves"]
@@ -163,11 +164,18 @@ def bootstrap(num_particles: int = 1000, *, resampling: Callable = resampling_li
     Resamples (with ``resampling``, any of ``blackjax.smc.resampling``) when the ESS falls below
     ``ess_threshold * num_particles``. ``data_var`` overrides the model's data variance in the
     variance-corrected Gaussian twist of linear-Gaussian observations
-    (:func:`pp_diffusion.potentials.linear_gaussian`).
+    (:func:`pp_diffusion.potentials.linear_gaussian`). Also conditions phase-space priors
+    (:mod:`pp_diffusion.phase_space`): the particles are z = [x; m], moved by the prior's stochastic
+    splitting integrator (``pp_diffusion/smc/_augmented.py``).
     """
-    moves = lambda fk: chain_moves(fk, guided=False)
+
+    def moves(fk):
+        if fk.prior.augmented:
+            return augmented_moves(fk)
+        return chain_moves(fk, guided=False)
+
     return fk_sampler("bootstrap", moves, num_particles=num_particles, nfe_per_step=1, vjp_per_step=0,
-                      resampling=resampling, ess_threshold=ess_threshold, data_var=data_var)
+                      resampling=resampling, ess_threshold=ess_threshold, data_var=data_var, augmented=True)
 
 
 def twisted(num_particles: int = 1000, *, resampling: Callable = resampling_lib.systematic,

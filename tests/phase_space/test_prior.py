@@ -1,6 +1,7 @@
 """A phase-space model as a NumPyro prior: ``DiffusionPrior(AugmentedModel(...))`` draws x_0 with the
 momentum marginalised, the model's GLS-Tweedie denoiser equals the exact posterior mean for an exact
-score, and every path that cannot take an augmented model says so."""
+score, and every path that cannot take an augmented model says so (the conditioning samplers:
+``test_conditioning.py``)."""
 
 import jax
 import jax.numpy as jnp
@@ -78,14 +79,3 @@ def test_bad_input_names_the_argument():
         ppd.phase_space.integrate(jax.random.PRNGKey(0), sscs(SDE), vp, jnp.zeros((2, 2)), time_grid(2))
     with pytest.raises(ValueError, match="t_min"):
         AugmentedModel(AUG.eps, SDE, (2,), t_min=0.0)
-
-
-def test_conditioning_samplers_refuse_a_phase_space_prior():
-    prior = ppd.DiffusionPrior(MODEL, steps=10)
-
-    def program(y=None):
-        x = numpyro.sample("x", prior)
-        numpyro.sample("y", dist.Normal(x[0], 0.5), obs=y)
-
-    with pytest.raises(ValueError, match="phase-space prior"):
-        ppd.infer(program, ppd.smc.bootstrap(16), jax.random.PRNGKey(0), y=jnp.asarray(0.3))
