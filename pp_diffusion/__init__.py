@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # The public names, each with the module that defines it (a submodule is its own name).
 _SUBMODULES = (
     "diagnostics", "integrators", "metrics", "networks", "parameterization", "schedules", "smc", "guidance",
-    "potentials", "twists", "operators", "zoo", "mcmc", "tree",
+    "potentials", "twists", "operators", "zoo", "mcmc", "tree", "pmcmc",
 )
 _NAMES = {
     "infer": "_infer",
@@ -28,6 +28,7 @@ _NAMES = {
     "Sampler": "samplers",
     "SamplerOutput": "samplers",
     "iid": "samplers",
+    "pmmh": "pmcmc",
     "EnergyPrior": "energy",
     "product": "energy",
     "compose": "energy",

@@ -121,6 +121,19 @@ class LinearGaussian(NamedTuple):
         return cls(f32(A), f32(y), f32(var), f32(u), f32(s), f32(vt), f32(w * y), f32(np.sum(np.log(var))),
                    f32(u_perp), f32(log_const))
 
+    @classmethod
+    def build_traced(cls, A, y, noise_var, log_const, rank: int) -> "LinearGaussian":
+        """:meth:`build` for traced ``A`` and ``noise_var`` (jnp's SVD, float32), with the ``rank`` read
+        where the structure was concrete: the observation when a global latent (a noise scale, an
+        operator's gain) sets A or the noise, and the rank does not change with it."""
+        A = jnp.atleast_2d(jnp.asarray(A, jnp.float32))
+        y = jnp.atleast_1d(jnp.asarray(y, jnp.float32))
+        var = jnp.broadcast_to(jnp.asarray(noise_var, jnp.float32), y.shape)
+        w = 1.0 / jnp.sqrt(var)
+        u_full, s, vt = jnp.linalg.svd(w[:, None] * A, full_matrices=True)
+        return cls(A, y, var, u_full[:, :rank], s[:rank], vt[:rank], w * y, jnp.sum(jnp.log(var)),
+                   u_full[:, rank:], jnp.asarray(log_const, jnp.float32))
+
     def log_likelihood(self, x0, extra_var=0.0):
         """log N(y; A x0, diag(noise_var) + extra_var A A^T) for flattened x0 (extra_var a scalar)."""
         white = self.y_white - (self.A @ x0) / jnp.sqrt(self.noise_var)

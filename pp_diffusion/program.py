@@ -297,9 +297,114 @@ def check_conditionable(info: ProgramInfo) -> None:
     if globals_:
         raise ValueError(
             f"latent sites other than the diffusion site {info.site!r} that the observations depend on are not "
-            f"supported by the conditioning samplers yet: {globals_}. Observe them, or integrate them out "
-            "into a numpyro.factor"
+            f"supported by this sampler: {globals_}. Sample them jointly with x by pp_diffusion.pmmh(smc, ...) "
+            "(global latents), observe them, or integrate them out into a numpyro.factor"
         )
+
+
+GLOBALS_ARG = "_pp_diffusion_globals"  # the keyword argument that carries the global latents' values
+
+
+class GlobalSites(NamedTuple):
+    """The global latent sites of a program (latents other than the diffusion site that the
+    observations depend on), for the particle-MCMC samplers (:mod:`pp_diffusion.pmcmc`).
+
+    names, shapes
+        The sites, in program order, and their value shapes.
+    constrain
+        ``u -> ({name: value}, log |det J|)``: a flat unconstrained vector to the sites' values, by
+        NumPyro's ``biject_to`` of each site's support, with the log-Jacobian of the map.
+    unconstrain
+        ``{name: value} -> u``.
+    log_prior
+        ``{name: value} -> log p(theta)``, the sites' log-densities (with the data, the diffusion site
+        at zero: they do not depend on it).
+    initial
+        A value of every site: a draw of its prior, key 0 (concrete), where the program's structure is read.
+    dim
+        The length of u.
+    """
+
+    names: tuple
+    shapes: tuple
+    constrain: Callable
+    unconstrain: Callable
+    log_prior: Callable
+    initial: dict
+    dim: int
+
+
+def global_sites(program, info: ProgramInfo, data) -> GlobalSites:
+    """The :class:`GlobalSites` of ``program``; ``ValueError`` naming the site for one the samplers cannot
+    take: a site inside a plate (local latents), a discrete site, one whose distribution depends on the
+    diffusion site, or a support whose unconstrained shape differs from the value's (simplex, correlation)."""
+    from numpyro.distributions.transforms import biject_to
+
+    names = tuple(n for n in info.latent if n not in info.predictive)
+    if not names:
+        raise ValueError("program has no global latent site the observations depend on: sample it with a "
+                         "conditioning sampler (e.g. pp_diffusion.smc.twisted) instead")
+    d = info.prior.event_shape
+    with jax.ensure_compile_time_eval():
+        traces = [_conditioned_trace(program, info, data, v * jnp.ones(d)) for v in (0.0, 0.7)]
+    transforms, shapes, initial = [], [], {}
+    for name in names:
+        site = traces[0][name]
+        if site["cond_indep_stack"]:
+            raise ValueError(f"latent site {name!r} is inside plate(s) {[f.name for f in site['cond_indep_stack']]}: "
+                             "local latents (one per data point) are not supported; only global ones (no plate)")
+        fn = site["fn"]
+        if fn.support.is_discrete:
+            raise ValueError(f"latent site {name!r} is discrete ({type(fn).__name__}): pmmh moves continuous global "
+                             "latents by a random walk")
+        with jax.ensure_compile_time_eval():
+            same = np.allclose(np.asarray(fn.log_prob(site["value"])),
+                               np.asarray(traces[1][name]["fn"].log_prob(site["value"])), equal_nan=True)
+        if not same:
+            raise ValueError(f"latent site {name!r} depends on the diffusion site {info.site!r}: the particle-MCMC "
+                             "samplers need global latents that come before or beside x, not after it")
+        t = biject_to(fn.support)
+        value = np.asarray(site["value"])
+        if tuple(t.inverse_shape(value.shape)) != value.shape:
+            raise ValueError(f"latent site {name!r}: its support {fn.support} has an unconstrained shape "
+                             f"{t.inverse_shape(value.shape)} other than its value's {value.shape}; not supported")
+        transforms.append(t)
+        shapes.append(value.shape)
+        initial[name] = jnp.asarray(value)
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+
+    def constrain(u):
+        values, log_det = {}, jnp.zeros(())
+        for name, t, shape, a, b in zip(names, transforms, shapes, offsets[:-1], offsets[1:]):
+            v = jnp.reshape(u[a:b], shape)
+            values[name] = t(v)
+            log_det = log_det + jnp.sum(t.log_abs_det_jacobian(v, values[name]))
+        return values, log_det
+
+    def unconstrain(values):
+        return jnp.concatenate([jnp.reshape(t.inv(jnp.asarray(values[n])), -1) for n, t in zip(names, transforms)])
+
+    def log_prior(values):
+        seeded = handlers.seed(program, jax.random.key(0))
+        trace = handlers.trace(handlers.substitute(seeded, data={**values, info.site: jnp.zeros(d)})).get_trace(
+            **data)
+        return sum((jnp.sum(trace[n]["fn"].log_prob(values[n])) for n in names), jnp.zeros(()))
+
+    return GlobalSites(names, tuple(shapes), constrain, unconstrain, log_prior, initial, int(offsets[-1]))
+
+
+def with_globals(program, names) -> Callable:
+    """``program`` with the sites ``names`` set to the values passed as the keyword argument
+    :data:`GLOBALS_ARG` and hidden from its trace: a program whose only latent is the diffusion site,
+    for the conditioning samplers (the values may be traced)."""
+    names = list(names)
+
+    def conditioned(**data):
+        values = data.pop(GLOBALS_ARG)
+        return handlers.block(handlers.substitute(program, data=values), hide=names)(**data)
+
+    return conditioned
 
 
 def log_potential_fn(program, info: ProgramInfo, data) -> Callable:
@@ -631,10 +736,15 @@ def linear_gaussian_structure(program, info: ProgramInfo, data):
 
 
 def _with_observation(lg, readings, program, info, data):
-    """``lg`` with y - b read from ``data`` (traced under infer's jit) instead of the concrete data."""
+    """``lg`` with y - b read from ``data`` (traced under infer's jit) instead of the concrete data; when
+    data other than the observations changed too (a global latent's value, :mod:`pp_diffusion.pmcmc`),
+    A, the noise variances and the SVD are read again from ``data`` (:meth:`LinearGaussian.build_traced`)."""
     concrete = info.data if info.data else data
-    if not any(data[k] is not concrete.get(k) for k in data):
+    changed = [k for k in data if data[k] is not concrete.get(k)]
+    if not changed:
         return lg
+    if any(k not in info.observed_args for k in changed):
+        return _linear_gaussian_traced(lg, readings, program, info, data)
     sites = _observed_sites(_conditioned_trace(program, info, data, jnp.zeros(info.prior.event_shape)))
     parts = []
     for r, site in zip(readings, sites):
@@ -643,6 +753,30 @@ def _with_observation(lg, readings, program, info, data):
             parts.append(jnp.reshape(site["value"], -1)[r.keep] - loc[r.keep])
     y = jnp.concatenate(parts)
     return lg._replace(y=y.astype(jnp.float32), y_white=(y / jnp.sqrt(lg.noise_var)).astype(jnp.float32))
+
+
+def _linear_gaussian_traced(lg, readings, program, info, data):
+    """The linear-Gaussian rows of ``readings`` read from (traced) ``data``: A by forward mode at x = 0,
+    b, the scales and weights there (the structure, its rows and the rank as read concretely)."""
+    from pp_diffusion.potentials import LinearGaussian
+
+    event_shape = info.prior.event_shape
+    d = int(np.prod(event_shape))
+    sites_at = lambda x: _observed_sites(_conditioned_trace(program, info, data, jnp.reshape(x, event_shape)))
+    zero = sites_at(jnp.zeros(d))
+    rows = []
+    for i, (r, site) in enumerate(zip(readings, zero)):
+        if r.twist.kind != "linear_gaussian" or not len(r.keep):
+            continue
+        _, loc, scale, _, weight, _ = _location_scale(site)
+        A = jax.jacfwd(lambda x, i=i, keep=r.keep: _location_scale(sites_at(x)[i])[1][keep])(jnp.zeros(d))
+        var = scale[r.keep] ** 2 / weight[r.keep]
+        w = weight[r.keep]
+        const = jnp.sum(-0.5 * w * jnp.log(2 * jnp.pi * var * w) + 0.5 * jnp.log(2 * jnp.pi * var))
+        y = jnp.reshape(site["value"], -1)[r.keep]
+        rows.append((jnp.reshape(A, (len(r.keep), d)), y - loc[r.keep], var, const))
+    return LinearGaussian.build_traced(jnp.concatenate([a[0] for a in rows]), jnp.concatenate([a[1] for a in rows]),
+                                       jnp.concatenate([a[2] for a in rows]), sum(a[3] for a in rows), lg.s.shape[0])
 
 
 def _potential(program, info, data, readings, lg, data_var):
