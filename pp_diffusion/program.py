@@ -340,29 +340,15 @@ def global_sites(program, info: ProgramInfo, data) -> GlobalSites:
     diffusion site, or a support whose unconstrained shape differs from the value's (simplex, correlation)."""
     from numpyro.distributions.transforms import biject_to
 
-    names = tuple(n for n in info.latent if n not in info.predictive)
-    if not names:
-        raise ValueError("program has no global latent site the observations depend on: sample it with a "
-                         "conditioning sampler (e.g. pp_diffusion.smc.twisted) instead")
+    names, trace = _checked_globals(program, info, data)
     d = info.prior.event_shape
-    with jax.ensure_compile_time_eval():
-        traces = [_conditioned_trace(program, info, data, v * jnp.ones(d)) for v in (0.0, 0.7)]
     transforms, shapes, initial = [], [], {}
     for name in names:
-        site = traces[0][name]
-        if site["cond_indep_stack"]:
-            raise ValueError(f"latent site {name!r} is inside plate(s) {[f.name for f in site['cond_indep_stack']]}: "
-                             "local latents (one per data point) are not supported; only global ones (no plate)")
+        site = trace[name]
         fn = site["fn"]
         if fn.support.is_discrete:
             raise ValueError(f"latent site {name!r} is discrete ({type(fn).__name__}): pmmh moves continuous global "
-                             "latents by a random walk")
-        with jax.ensure_compile_time_eval():
-            same = np.allclose(np.asarray(fn.log_prob(site["value"])),
-                               np.asarray(traces[1][name]["fn"].log_prob(site["value"])), equal_nan=True)
-        if not same:
-            raise ValueError(f"latent site {name!r} depends on the diffusion site {info.site!r}: the particle-MCMC "
-                             "samplers need global latents that come before or beside x, not after it")
+                             "latents by a random walk; enumerate discrete ones with pp_diffusion.pmcmc.enumerate_globals")
         t = biject_to(fn.support)
         value = np.asarray(site["value"])
         if tuple(t.inverse_shape(value.shape)) != value.shape:
@@ -392,6 +378,58 @@ def global_sites(program, info: ProgramInfo, data) -> GlobalSites:
         return sum((jnp.sum(trace[n]["fn"].log_prob(values[n])) for n in names), jnp.zeros(()))
 
     return GlobalSites(names, tuple(shapes), constrain, unconstrain, log_prior, initial, int(offsets[-1]))
+
+
+def _checked_globals(program, info: ProgramInfo, data):
+    """The global latent sites' names and one trace of the program (x = 0), after the checks every
+    particle-MCMC sampler needs: at least one site, none inside a plate, none depending on x."""
+    names = tuple(n for n in info.latent if n not in info.predictive)
+    if not names:
+        raise ValueError("program has no global latent site the observations depend on: sample it with a "
+                         "conditioning sampler (e.g. pp_diffusion.smc.twisted) instead")
+    d = info.prior.event_shape
+    with jax.ensure_compile_time_eval():
+        traces = [_conditioned_trace(program, info, data, v * jnp.ones(d)) for v in (0.0, 0.7)]
+        for name in names:
+            site = traces[0][name]
+            if site["cond_indep_stack"]:
+                raise ValueError(f"latent site {name!r} is inside plate(s) "
+                                 f"{[f.name for f in site['cond_indep_stack']]}: local latents (one per data point) "
+                                 "are not supported; only global ones (no plate)")
+            same = np.allclose(np.asarray(site["fn"].log_prob(site["value"])),
+                               np.asarray(traces[1][name]["fn"].log_prob(site["value"])), equal_nan=True)
+            if not same:
+                raise ValueError(f"latent site {name!r} depends on the diffusion site {info.site!r}: the particle-MCMC "
+                                 "samplers need global latents that come before or beside x, not after it")
+    return names, traces[0]
+
+
+def discrete_global_sites(program, info: ProgramInfo, data):
+    """``(names, supports, log_prior)`` of a program whose global latents are all discrete with an
+    enumerable support (``Categorical``, ``Bernoulli``, ...): each site's values as a list, and
+    ``{name: value} -> log p(c)`` (concrete). ``ValueError`` naming a continuous or vector-valued site."""
+    names, trace = _checked_globals(program, info, data)
+    supports = []
+    for name in names:
+        fn = trace[name]["fn"]
+        if not fn.support.is_discrete or not getattr(fn, "has_enumerate_support", False):
+            raise ValueError(f"latent site {name!r} ({type(fn).__name__}) is not discrete with an enumerable support: "
+                             "enumerate_globals takes Categorical / Bernoulli globals; use pp_diffusion.pmmh for "
+                             "continuous ones")
+        if fn.batch_shape != () or fn.event_shape != ():
+            raise ValueError(f"latent site {name!r} has shape {fn.batch_shape + fn.event_shape}: enumerate_globals "
+                             "takes scalar discrete globals")
+        with jax.ensure_compile_time_eval():
+            supports.append([np.asarray(v) for v in np.asarray(fn.enumerate_support(expand=False)).reshape(-1)])
+    d = info.prior.event_shape
+
+    def log_prior(values):
+        with jax.ensure_compile_time_eval():
+            seeded = handlers.seed(program, jax.random.key(0))
+            tr = handlers.trace(handlers.substitute(seeded, data={**values, info.site: jnp.zeros(d)})).get_trace(**data)
+            return float(sum(np.asarray(tr[n]["fn"].log_prob(values[n])) for n in names))
+
+    return names, supports, log_prior
 
 
 def with_globals(program, names) -> Callable:

@@ -3,6 +3,9 @@ diffusion site, sampled jointly with it; a conditioning SMC sampler runs inside 
 
 - :func:`pmmh`: particle marginal Metropolis–Hastings (a random walk on the globals, accepted by the SMC
   evidence estimate).
+- :func:`enumerate_globals`: discrete globals (a class label, a model index), each value weighted by its
+  SMC evidence.
 """
 
 from pp_diffusion.pmcmc._pmmh import pmmh as pmmh
+from pp_diffusion.pmcmc._enumerate import enumerate_globals as enumerate_globals
