@@ -44,7 +44,8 @@ def enumerate_globals(smc: Sampler, num_draws: int | None = None) -> Sampler:
     ``posterior``; ``diagnostics`` holds, per enumerated value, ``log_evidence`` (log Zhat(c)),
     ``log_prior`` and ``posterior_probability`` (p(c | y)), over the ``value`` dimension (value k is the
     k-th combination of ``itertools.product`` over the sites' supports, in program order; each draw's
-    ``sample_stats.value_index`` names it), and ``log_marginal_likelihood``, log sum_c Zhat(c) p(c).
+    ``sample_stats.value_index`` names it), ``log_marginal_likelihood``, log sum_c Zhat(c) p(c), and
+    ``nfe_total``, the network evaluations of all the runs (``sample_stats.nfe`` splits it over the draws).
     """
     if not isinstance(smc, Sampler) or smc.name not in INNER:
         raise TypeError(f"smc must be one of pp_diffusion.smc.{', '.join(INNER)} (an SMC sampler with an unbiased "
