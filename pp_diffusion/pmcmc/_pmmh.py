@@ -19,7 +19,9 @@ log Zhat, and ``diagnostics.log_z_sd`` is the standard deviation over the post-w
 
 The random walk's scale adapts during warm-up (Robbins–Monro on its log toward ``target_acceptance``),
 then stays fixed. The chain is one ``lax.scan`` over iterations, each holding one SMC run: it
-compiles once.
+compiles once. The Metropolis step is written here rather than taken from BlackJAX's ``rmh``: that
+kernel scores a proposal by a deterministic log-density of the position alone, while PMMH's score is
+a random estimate whose same SMC run also yields the proposal's x.
 """
 
 from __future__ import annotations
