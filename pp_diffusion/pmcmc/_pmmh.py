@@ -14,8 +14,10 @@ is symmetric) leaves p(theta, x | y) invariant for any particle count: the estim
 mixing, not correctness. The chain sticks where log Zhat happened to come out high, and the known
 rule (Doucet, Pitt, Deligiannidis & Kohn, 2015) is a particle count at which the standard deviation
 of log Zhat near the posterior is about 1 (1.2-1.7 at best); every iteration records its proposal's
-log Zhat, and ``diagnostics.log_z_sd`` is the standard deviation over the post-warm-up proposals
-(an upper bound: it adds the spread of log p(y | theta') over the proposed theta').
+log Zhat, ``diagnostics.log_z_sd`` is the standard deviation over the post-warm-up proposals (an
+upper bound: it adds the spread of log p(y | theta') over the proposed theta'), and
+``log_z_sd_at_theta`` that of 8 more runs at the chain's last theta, with the particle count that
+would bring it to 1 (``advised_num_particles``).
 
 The random walk's scale adapts during warm-up (Robbins–Monro on its log toward ``target_acceptance``),
 then stays fixed. The chain is one ``lax.scan`` over iterations, each holding one SMC run: it
@@ -40,6 +42,7 @@ __all__ = ["pmmh"]
 # samplers whose runs give an unbiased evidence estimate and trace through a global latent's value
 # (MCGdiff precomputes its SVD coordinates on the host; DPS and SVDD carry no weights)
 INNER = ("bootstrap", "twisted", "fk_steering")
+REPEATS = 8  # SMC runs at the chain's last theta, for the spread of log Zhat there
 
 
 class _Context(NamedTuple):
@@ -60,8 +63,10 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
     Returns theta's sites and the diffusion site in ``posterior``; ``sample_stats`` per iteration:
     ``accepted``, ``acceptance_rate`` (min(1, ratio)), ``log_evidence`` (the proposal's log Zhat),
     ``ess`` (its final ESS), ``nfe`` and ``vjp`` (the iteration's network evaluations and VJPs, all
-    particles); ``diagnostics``: the chain's acceptance rate, ``log_z_sd``, the adapted ``step_size``
-    and ``nfe_per_accepted`` (the cost of one accepted draw).
+    particles); ``diagnostics``: the chain's acceptance rate, ``log_z_sd``, the adapted ``step_size``,
+    ``nfe_per_accepted`` (the cost of one accepted draw), ``log_z_sd_at_theta`` (the sd of log Zhat over
+    8 more SMC runs at the chain's last theta) and ``advised_num_particles``, N sd^2: the count at which
+    that sd would be about 1 (the variance of log Zhat falls like 1 / N), the known rule for PMMH.
     """
     if not isinstance(smc, Sampler) or smc.name not in INNER:
         raise TypeError(f"smc must be one of pp_diffusion.smc.{', '.join(INNER)} (an SMC sampler with an unbiased "
@@ -75,6 +80,7 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
     if not 0 < float(target_acceptance) < 1:
         raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance!r}")
     total = num_warmup + num_samples
+    num_particles = smc.settings["num_particles"]
 
     def setup(program, info, data) -> _Context:
         g = global_sites(program, info, data)
@@ -123,7 +129,11 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
 
         keys = jax.random.split(k_chain, total)
         carry0 = (u0, lt0, x0, jnp.log(jnp.asarray(step_size, jnp.float32)))
-        _, (thetas, xs, stats) = jax.lax.scan(body, carry0, (keys, jnp.arange(total)))
+        (u_end, *_), (thetas, xs, stats) = jax.lax.scan(body, carry0, (keys, jnp.arange(total)))
+        # the estimator's own noise at the chain's last theta: REPEATS runs there, and the particle count
+        # that would bring the sd of log Zhat to 1 (its variance falls like 1 / N)
+        repeats = jax.lax.map(lambda k: smc_at(k, u_end)[2], jax.random.split(jax.random.fold_in(rng_key, 1), REPEATS))
+        sd_at_theta = jnp.std(repeats, ddof=1)
         keep = lambda a: a[num_warmup:]
         thetas, xs, stats = jax.tree.map(keep, thetas), keep(xs), jax.tree.map(keep, stats)
         log_z = stats["log_evidence"]
@@ -133,7 +143,9 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
         accepted = jnp.sum(stats["accepted"])
         run_stats = {"acceptance_rate": jnp.mean(stats["accepted"].astype(jnp.float32)), "log_z_sd": log_z_sd,
                      "step_size": stats["step_size"][-1], "nonfinite_log_z": jnp.sum(~finite).astype(jnp.int32),
-                     "nfe_per_accepted": jnp.sum(stats["nfe"]) / jnp.maximum(accepted, 1)}
+                     "nfe_per_accepted": jnp.sum(stats["nfe"]) / jnp.maximum(accepted, 1),
+                     "log_z_sd_at_theta": sd_at_theta,
+                     "advised_num_particles": jnp.ceil(num_particles * sd_at_theta**2).astype(jnp.int32)}
         sample_stats = {k: (v.astype(jnp.int32) if k in ("nfe", "vjp") else v) for k, v in stats.items()
                         if k != "step_size"}
         return SamplerOutput({**thetas, ctx.site: xs}, sample_stats, run_stats)

@@ -109,6 +109,10 @@ def test_noise_scale_and_x_match_the_quadrature_posterior(dim):
     assert stats["accepted"].shape == (4, 600) and np.all(stats["nfe"].values == 64 * STEPS)
     assert np.all(stats["vjp"].values == 64 * STEPS)
     np.testing.assert_allclose(idata.diagnostics["nfe_per_accepted"].values, 64 * STEPS / acc, rtol=1e-4)
+    # the advised particle count is N sd^2 of log Zhat at the chain's last theta
+    sd = idata.diagnostics["log_z_sd_at_theta"].values
+    assert np.all(np.isfinite(sd) & (sd > 0))
+    np.testing.assert_array_equal(idata.diagnostics["advised_num_particles"].values, np.ceil(64 * sd**2))
 
 
 @pytest.mark.slow
@@ -138,6 +142,24 @@ def test_a_wrong_acceptance_ratio_fails_the_check(monkeypatch):
     monkeypatch.setattr(_pmmh, "global_sites", no_jacobian)
     sigma = np.asarray(run(program, y, key=2).posterior["sigma"]).ravel()
     assert np.max(np.abs(np.quantile(sigma, [0.1, 0.5, 0.9]) - exact_q)) > 0.1
+
+
+def test_log_z_spread_at_theta_matches_independent_runs():
+    """``log_z_sd_at_theta`` (8 runs at the chain's last theta) against 32 separate runs of the same SMC at
+    that theta through infer: the same spread within the sampling error of an sd from 8 runs."""
+    program, A = noise_program(2)
+    y = jnp.asarray([1.5, 0.5], jnp.float32)
+    idata = ppd.infer(program, ppd.pmmh(ppd.smc.twisted(16), 50, 50), jax.random.key(7), y=y)
+    sigma = float(idata.posterior["sigma"].values[0, -1])
+    sd = float(idata.diagnostics["log_z_sd_at_theta"].values[0])
+
+    def fixed(y=None):
+        x = numpyro.sample("x", _prior(2))
+        numpyro.sample("y", dist.Normal(x, sigma).to_event(1), obs=y)
+
+    runs = ppd.infer(fixed, ppd.smc.twisted(16), jax.random.key(8), num_chains=32, y=y)
+    reference = float(np.std(runs.diagnostics["log_marginal_likelihood"].values, ddof=1))
+    assert 0.4 * reference < sd < 2.5 * reference, (sd, reference)
 
 
 def test_programs_pmmh_cannot_take_are_refused():
