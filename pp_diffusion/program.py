@@ -341,7 +341,6 @@ def global_sites(program, info: ProgramInfo, data) -> GlobalSites:
     from numpyro.distributions.transforms import biject_to
 
     names, trace = _checked_globals(program, info, data)
-    d = info.prior.event_shape
     transforms, shapes, initial = [], [], {}
     for name in names:
         site = trace[name]
@@ -371,13 +370,21 @@ def global_sites(program, info: ProgramInfo, data) -> GlobalSites:
     def unconstrain(values):
         return jnp.concatenate([jnp.reshape(t.inv(jnp.asarray(values[n])), -1) for n, t in zip(names, transforms)])
 
+    return GlobalSites(names, tuple(shapes), constrain, unconstrain, _globals_log_prior(program, info, data, names),
+                       initial, int(offsets[-1]))
+
+
+def _globals_log_prior(program, info: ProgramInfo, data, names) -> Callable:
+    """``{name: value} -> log p(theta)``: the global sites' log-densities, the diffusion site at zero."""
+    d = info.prior.event_shape
+
     def log_prior(values):
         seeded = handlers.seed(program, jax.random.key(0))
         trace = handlers.trace(handlers.substitute(seeded, data={**values, info.site: jnp.zeros(d)})).get_trace(
             **data)
         return sum((jnp.sum(trace[n]["fn"].log_prob(values[n])) for n in names), jnp.zeros(()))
 
-    return GlobalSites(names, tuple(shapes), constrain, unconstrain, log_prior, initial, int(offsets[-1]))
+    return log_prior
 
 
 def _checked_globals(program, info: ProgramInfo, data):
@@ -421,13 +428,11 @@ def discrete_global_sites(program, info: ProgramInfo, data):
                              "takes scalar discrete globals")
         with jax.ensure_compile_time_eval():
             supports.append([np.asarray(v) for v in np.asarray(fn.enumerate_support(expand=False)).reshape(-1)])
-    d = info.prior.event_shape
+    traced = _globals_log_prior(program, info, data, names)
 
     def log_prior(values):
         with jax.ensure_compile_time_eval():
-            seeded = handlers.seed(program, jax.random.key(0))
-            tr = handlers.trace(handlers.substitute(seeded, data={**values, info.site: jnp.zeros(d)})).get_trace(**data)
-            return float(sum(np.asarray(tr[n]["fn"].log_prob(values[n])) for n in names))
+            return float(traced(values))
 
     return names, supports, log_prior
 
@@ -743,10 +748,11 @@ class FeynmanKacModel(NamedTuple):
         """r_t^2, the Var[x_0 | x_t] of the conditioning samplers (their Gaussian twists and last
         transition x_{t_1} -> x_0): the prior's ``x0_var`` Gamma_t when it has one, else
         v sigma_t^2 / (alpha_t^2 v + sigma_t^2), exact for data x_0 ~ N(0, v I)."""
-        if getattr(self.prior, "augmented", False):  # Var[x_0 | z_t] of the phase-space kernel
-            return self.prior.model.x0_var(t, self.data_var)
+        x0_var = _twist_x0_var(self.prior, self.data_var)  # for a phase-space prior, Var[x_0 | z_t] of its kernel
+        if x0_var is not None:
+            return x0_var(t)
         sched = self.prior.model.schedule
-        return conditioning_x0_var(self.prior.x0_var, self.data_var, t, sched.alpha(t), sched.sigma(t))
+        return conditioning_x0_var(None, self.data_var, t, sched.alpha(t), sched.sigma(t))
 
 
 def _twist_x0_var(prior, data_var):

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from pp_diffusion.pmcmc._pmmh import INNER
-from pp_diffusion.program import GLOBALS_ARG, ProgramInfo, discrete_global_sites, inspect_program, with_globals
+from pp_diffusion.pmcmc._inner import check_inner, conditioned_program, inner_settings, run_at
+from pp_diffusion.program import ProgramInfo, discrete_global_sites
 from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int
 
 __all__ = ["enumerate_globals"]
@@ -47,9 +47,7 @@ def enumerate_globals(smc: Sampler, num_draws: int | None = None) -> Sampler:
     ``sample_stats.value_index`` names it), ``log_marginal_likelihood``, log sum_c Zhat(c) p(c), and
     ``nfe_total``, the network evaluations of all the runs (``sample_stats.nfe`` splits it over the draws).
     """
-    if not isinstance(smc, Sampler) or smc.name not in INNER:
-        raise TypeError(f"smc must be one of pp_diffusion.smc.{', '.join(INNER)} (an SMC sampler with an unbiased "
-                        f"evidence estimate), got {getattr(smc, 'name', type(smc).__name__)!r}")
+    check_inner(smc)
     draws = smc.settings["num_particles"] if num_draws is None else _check_positive_int(num_draws, "num_draws")
 
     def setup(program, info, data) -> _Context:
@@ -60,10 +58,7 @@ def enumerate_globals(smc: Sampler, num_draws: int | None = None) -> Sampler:
                              f"SMC per value and is capped at {MAX_VALUES}")
         values = {n: jnp.asarray(np.array([c[i] for c in combos])) for i, n in enumerate(names)}
         log_prior = jnp.asarray([float(log_prior_fn(dict(zip(names, c)))) for c in combos], jnp.float32)
-        conditioned = with_globals(program, names)
-        first = {n: v[0] for n, v in values.items()}
-        inner_info = inspect_program(conditioned, {**data, GLOBALS_ARG: first})
-        smc.setup(conditioned, inner_info, {**data, GLOBALS_ARG: first})
+        conditioned, inner_info = conditioned_program(smc, program, data, names, {n: v[0] for n, v in values.items()})
         return _Context(names, values, log_prior, conditioned, inner_info, dict(data), info.site)
 
     def run(rng_key, ctx: _Context) -> SamplerOutput:
@@ -71,9 +66,8 @@ def enumerate_globals(smc: Sampler, num_draws: int | None = None) -> Sampler:
 
         def one(inputs):
             key, value = inputs
-            out = smc.run(key, smc.setup(ctx.program, ctx.info, {**ctx.data, GLOBALS_ARG: value}))
-            cost = (jnp.sum(out.sample_stats["nfe"]), jnp.sum(out.sample_stats["vjp"]))
-            return out.run_stats["log_marginal_likelihood"], out.particles["x"], out.particles["log_weight"], cost
+            out, nfe, vjp = run_at(smc, key, ctx.program, ctx.info, ctx.data, value)
+            return out.run_stats["log_marginal_likelihood"], out.particles["x"], out.particles["log_weight"], (nfe, vjp)
 
         k_runs, k_c, k_x = jax.random.split(rng_key, 3)
         log_z, xs, log_w, (nfe, vjp) = jax.lax.map(one, (jax.random.split(k_runs, num), ctx.values))
@@ -92,5 +86,5 @@ def enumerate_globals(smc: Sampler, num_draws: int | None = None) -> Sampler:
         return SamplerOutput(posterior, sample_stats, run_stats)
 
     stat_dims = {"log_evidence": ("value",), "log_prior": ("value",), "posterior_probability": ("value",)}
-    settings = {"smc": smc.name, **{f"smc_{k}": v for k, v in smc.settings.items()}, "num_draws": draws}
+    settings = {**inner_settings(smc), "num_draws": draws}
     return Sampler("enumerate_globals", settings, setup, run, stat_dims)

@@ -34,14 +34,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pp_diffusion.program import GLOBALS_ARG, GlobalSites, ProgramInfo, global_sites, inspect_program, with_globals
+from pp_diffusion.pmcmc._inner import check_inner, conditioned_program, inner_settings, run_at
+from pp_diffusion.program import GlobalSites, ProgramInfo, global_sites
 from pp_diffusion.samplers import Sampler, SamplerOutput, _check_positive_int
 
 __all__ = ["pmmh"]
 
-# samplers whose runs give an unbiased evidence estimate and trace through a global latent's value
-# (MCGdiff precomputes its SVD coordinates on the host; DPS and SVDD carry no weights)
-INNER = ("bootstrap", "twisted", "fk_steering")
 REPEATS = 8  # SMC runs at the chain's last theta, for the spread of log Zhat there
 
 
@@ -68,9 +66,7 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
     8 more SMC runs at the chain's last theta) and ``advised_num_particles``, N sd^2: the count at which
     that sd would be about 1 (the variance of log Zhat falls like 1 / N), the known rule for PMMH.
     """
-    if not isinstance(smc, Sampler) or smc.name not in INNER:
-        raise TypeError(f"smc must be one of pp_diffusion.smc.{', '.join(INNER)} (an SMC sampler with an unbiased "
-                        f"evidence estimate), got {getattr(smc, 'name', type(smc).__name__)!r}")
+    check_inner(smc)
     num_samples = _check_positive_int(num_samples, "num_samples")
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
         raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
@@ -84,9 +80,7 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
 
     def setup(program, info, data) -> _Context:
         g = global_sites(program, info, data)
-        conditioned = with_globals(program, g.names)
-        inner_info = inspect_program(conditioned, {**data, GLOBALS_ARG: g.initial})
-        smc.setup(conditioned, inner_info, {**data, GLOBALS_ARG: g.initial})  # refuses what the sampler cannot take
+        conditioned, inner_info = conditioned_program(smc, program, data, g.names, g.initial)
         return _Context(g, conditioned, inner_info, dict(data), info.site)
 
     def run(rng_key, ctx: _Context) -> SamplerOutput:
@@ -94,16 +88,14 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
 
         def smc_at(key, u):
             theta, log_det = g.constrain(u)
-            fk = smc.setup(ctx.program, ctx.info, {**ctx.data, GLOBALS_ARG: theta})
             k_run, k_pick = jax.random.split(key)
-            out = smc.run(k_run, fk)
+            out, nfe, vjp = run_at(smc, k_run, ctx.program, ctx.info, ctx.data, theta)
             log_z = out.run_stats["log_marginal_likelihood"]
             pick = jax.random.categorical(k_pick, out.particles["log_weight"])
             x = out.particles["x"][pick]
             log_target = log_z + g.log_prior(theta) + log_det
             log_target = jnp.where(jnp.isnan(log_target), -jnp.inf, log_target)
-            cost = (jnp.sum(out.sample_stats["nfe"]), jnp.sum(out.sample_stats["vjp"]))  # the run's, all particles
-            return log_target, x, log_z, out.run_stats["final_ess"], cost
+            return log_target, x, log_z, out.run_stats["final_ess"], (nfe, vjp)
 
         k_init, k_chain = jax.random.split(rng_key)
         u0 = g.unconstrain(g.initial)
@@ -150,6 +142,6 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
                         if k != "step_size"}
         return SamplerOutput({**thetas, ctx.site: xs}, sample_stats, run_stats)
 
-    settings = {"smc": smc.name, **{f"smc_{k}": v for k, v in smc.settings.items()}, "num_samples": num_samples,
+    settings = {**inner_settings(smc), "num_samples": num_samples,
                 "num_warmup": num_warmup, "step_size": float(step_size), "target_acceptance": float(target_acceptance)}
     return Sampler("pmmh", settings, setup, run)
