@@ -29,6 +29,7 @@ _NAMES = {
     "SamplerOutput": "samplers",
     "iid": "samplers",
     "pmmh": "pmcmc",
+    "particle_gibbs": "pmcmc",
     "EnergyPrior": "energy",
     "product": "energy",
     "compose": "energy",

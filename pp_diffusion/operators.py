@@ -124,7 +124,7 @@ class Blur(LinearOperator):
 
     def __init__(self, in_shape, kernel):
         self.in_shape = _shape(in_shape)
-        kernel = np.asarray(kernel, dtype=np.float32)
+        kernel = jnp.asarray(kernel, dtype=jnp.float32)  # may be traced (a blur width that is a latent)
         if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
             raise ValueError(f"kernel must be a 2-D array with odd sides, got shape {kernel.shape}")
         if len(self.in_shape) < 2:
@@ -133,9 +133,11 @@ class Blur(LinearOperator):
 
     @classmethod
     def gaussian(cls, in_shape, size: int = 3, std: float = 1.0) -> "Blur":
+        """A ``size`` x ``size`` Gaussian kernel of standard deviation ``std`` pixels, normalised to sum 1;
+        ``std`` may be traced (``numpyro.sample("width", ...)`` in a program: blind deblurring)."""
         r = np.arange(size) - size // 2
-        k = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / std**2)
-        return cls(in_shape, k / k.sum())
+        k = jnp.exp(-0.5 * jnp.asarray(r[:, None] ** 2 + r[None, :] ** 2, jnp.float32) / jnp.asarray(std) ** 2)
+        return cls(in_shape, k / jnp.sum(k))
 
     def apply(self, x):
         *lead, h, w = x.shape

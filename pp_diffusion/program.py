@@ -355,7 +355,7 @@ def global_sites(program, info: ProgramInfo, data) -> GlobalSites:
                              f"{t.inverse_shape(value.shape)} other than its value's {value.shape}; not supported")
         transforms.append(t)
         shapes.append(value.shape)
-        initial[name] = jnp.asarray(value)
+        initial[name] = value  # concrete (NumPy): the structure is read at it, under jit too
     sizes = [int(np.prod(s)) for s in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
 

@@ -58,7 +58,7 @@ def enumerate_globals(smc: Sampler, num_draws: int | None = None) -> Sampler:
                              f"SMC per value and is capped at {MAX_VALUES}")
         values = {n: jnp.asarray(np.array([c[i] for c in combos])) for i, n in enumerate(names)}
         log_prior = jnp.asarray([float(log_prior_fn(dict(zip(names, c)))) for c in combos], jnp.float32)
-        conditioned, inner_info = conditioned_program(smc, program, data, names, {n: v[0] for n, v in values.items()})
+        conditioned, inner_info = conditioned_program(smc, program, info, data, names, {n: v[0] for n, v in values.items()})
         return _Context(names, values, log_prior, conditioned, inner_info, dict(data), info.site)
 
     def run(rng_key, ctx: _Context) -> SamplerOutput:

@@ -3,9 +3,10 @@ globals set (:func:`~pp_diffusion.program.with_globals`), and one run at given g
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from pp_diffusion.program import GLOBALS_ARG, inspect_program, with_globals
+from pp_diffusion.program import GLOBALS_ARG, ProgramInfo, inspect_program, with_globals
 from pp_diffusion.samplers import Sampler
 
 # samplers whose runs give an unbiased evidence estimate and trace through a global latent's value
@@ -23,13 +24,16 @@ def inner_settings(smc: Sampler) -> dict:
     return {"smc": smc.name, **{f"smc_{k}": v for k, v in smc.settings.items()}}
 
 
-def conditioned_program(smc: Sampler, program, data, names, values):
+def conditioned_program(smc: Sampler, program, info: ProgramInfo, data, names, values):
     """``(program with the globals ``names`` set from data, its ProgramInfo read at ``values``)``; the
-    SMC sampler's setup runs once there, so that it refuses what it cannot take before any long run."""
+    SMC sampler's setup runs once there, so that it refuses what it cannot take before any long run. The
+    structure is read from the program's concrete data (``info.data``), so ``data`` may be traced."""
     conditioned = with_globals(program, names)
-    info = inspect_program(conditioned, {**data, GLOBALS_ARG: values})
-    smc.setup(conditioned, info, {**data, GLOBALS_ARG: values})
-    return conditioned, info
+    concrete = {**(info.data or data), GLOBALS_ARG: values}
+    with jax.ensure_compile_time_eval():  # concrete even when the setup runs under jit (a batch of problems)
+        inner_info = inspect_program(conditioned, concrete)
+        smc.setup(conditioned, inner_info, concrete)
+    return conditioned, inner_info
 
 
 def run_at(smc: Sampler, rng_key, program, info, data, values):

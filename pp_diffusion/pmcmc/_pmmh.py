@@ -80,7 +80,7 @@ def pmmh(smc: Sampler, num_samples: int = 1000, num_warmup: int = 500, *, step_s
 
     def setup(program, info, data) -> _Context:
         g = global_sites(program, info, data)
-        conditioned, inner_info = conditioned_program(smc, program, data, g.names, g.initial)
+        conditioned, inner_info = conditioned_program(smc, program, info, data, g.names, g.initial)
         return _Context(g, conditioned, inner_info, dict(data), info.site)
 
     def run(rng_key, ctx: _Context) -> SamplerOutput:

@@ -122,11 +122,14 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
     def final_particle(x_s):
         return Particle(x_s, x_s, fk.log_g(x_s), jnp.zeros_like(x_s), jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
 
-    def move(rng_key, p: Particle, t, s, index, final: bool):
+    def move(rng_key, p: Particle, t, s, index, final: bool, fixed=None):
+        # fixed = (x, flag): where flag, the particle moves to the given x instead of a draw, weighted as
+        # the move to x (conditional SMC's retained path, pp_diffusion/pmcmc/_csmc.py)
+        given = (lambda drawn: drawn) if fixed is None else (lambda drawn: jnp.where(fixed[1], fixed[0], drawn))
         mean_p, std, k = prior_kernel(fk.prior, p, t, s, index)
         if final and lg is not None:  # locally optimal Gaussian proposal (see the docstring); h_0 = G
             flat, log_norm = lg.condition(rng_key, mean_p.reshape(-1), fk.final_var(t))
-            x_s = flat.reshape(p.x.shape)
+            x_s = given(flat.reshape(p.x.shape))
             new = final_particle(x_s)._replace(aux=p.aux, log_w=p.log_w, lam=p.lam)
             if fk.log_g_rest is not None:
                 log_norm = log_norm + fk.log_g_rest(x_s)
@@ -135,6 +138,7 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
             x_s = mean_p
             if fk.prior.x0_var is not None:
                 x_s = mean_p + std * jax.random.normal(rng_key, p.x.shape, p.x.dtype)
+            x_s = given(x_s)
             new = final_particle(x_s)._replace(aux=p.aux, log_w=p.log_w, lam=p.lam)
             log_q_ratio = 0.0
         else:  # index -1 evaluates the initial particle (x_s = x_T, no proposal); the proposal is then unused
@@ -142,7 +146,9 @@ def chain_moves(fk: FeynmanKacModel, *, guided: bool, guidance_scale: float = 1.
             shift = guidance_scale * (k if score_step else 1.0) * p.grad_log_h
             mean_q = mean_p + shift if guided else mean_p
             noise = jax.random.normal(rng_key, p.x.shape, p.x.dtype)
-            x_s = jnp.where(first, p.x, mean_q + std * noise)
+            if fixed is not None:  # the noise that moves mean_q to the given x (std > 0: a stochastic chain)
+                noise = jnp.where(fixed[1], (fixed[0] - mean_q) / std, noise)
+            x_s = jnp.where(first, p.x, given(mean_q + std * noise))
             new = evaluate(x_s, s, p.aux, first, p.lam)._replace(log_w=p.log_w, lam=p.lam)
             log_q_ratio = jnp.where(first, 0.0, gaussian_log_ratio(noise, shift, std)) if guided else 0.0
             if tempering:  # temper() adds the new twist once lambda is chosen
